@@ -1,0 +1,36 @@
+# sapnet developer commands. Each target creates .venv and installs the package when needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sapnet-installed
+SHARED ?= ../shared
+
+.PHONY: setup test test-all lint demo bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+## Fast test suite (slow tests excluded; golden tests run when $(SHARED) exists).
+test: $(STAMP)
+	SAPNET_SHARED=$(SHARED) $(PY) -m pytest
+
+## Everything, slow tests included.
+test-all: $(STAMP)
+	SAPNET_SHARED=$(SHARED) $(PY) -m pytest -m ''
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+## Derain a few real Rain100L images with the public SAPNet checkpoint and write a before/after grid.
+demo: $(STAMP)
+	$(VENV)/bin/sapnet demo --shared $(SHARED) --out results/demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/inference.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -1,0 +1,31 @@
+"""sapnet: single-image deraining with SAPNet and PReNet."""
+
+from sapnet.data import ImageConversionWarning, ImageReadError, read_image, write_image
+from sapnet.inference import derain
+from sapnet.models import (
+    CheckpointError,
+    DerainNet,
+    DerainNetConfig,
+    create_model,
+    list_models,
+    load_model,
+    save_model,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "DerainNet",
+    "DerainNetConfig",
+    "ImageConversionWarning",
+    "ImageReadError",
+    "__version__",
+    "create_model",
+    "derain",
+    "list_models",
+    "load_model",
+    "read_image",
+    "save_model",
+    "write_image",
+]

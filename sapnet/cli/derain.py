@@ -1,0 +1,248 @@
+"""``sapnet derain``: derain image files, folders and glob patterns into lossless PNGs."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+import sapnet
+from sapnet.data import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+from sapnet.inference import DEFAULT_TILE, DEFAULT_TILE_OVERLAP
+from sapnet.models import CheckpointError, DerainNet, load_model
+from sapnet.models.pretrained import PRETRAINED, default_checkpoint, pretrained_checkpoint
+
+__all__ = ["Job", "add_parser", "expand_inputs", "plan_jobs", "run"]
+
+_FileId = tuple[int, int]
+
+
+@dataclass
+class Job:
+    """One image to derain: ``source`` is written to ``output``; ``error`` set means it must not be."""
+
+    source: Path
+    output: Path
+    error: str | None = None
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "derain",
+        help="derain images (files, folders, glob patterns) into lossless PNGs",
+        description="Derain image files, folders and glob patterns into OUTDIR/<input name>.png (lossless). "
+        "Inputs are never overwritten; existing outputs are skipped unless --overwrite. "
+        "Exit status: 0 all done, 1 some images failed, 2 usage or checkpoint error.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image file, folder (its image files, not recursive) or quoted glob pattern (e.g. 'rain/*.jpg')",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUTDIR",
+        help="output folder; each image is written as OUTDIR/<input name>.png",
+    )
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--model",
+        choices=sorted(PRETRAINED),
+        metavar="NAME",
+        help=f"a checkpoint shipped with sapnet: {', '.join(sorted(PRETRAINED))} (default: the best one shipped)",
+    )
+    weights.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="any checkpoint file: sapnet's format or a public SAPNet / PReNet .pth",
+    )
+    p.add_argument(
+        "--tile",
+        type=_non_negative_int,
+        default=DEFAULT_TILE,
+        metavar="N",
+        help=f"process images in overlapping N x N tiles to bound memory; 0: whole images (default: {DEFAULT_TILE})",
+    )
+    p.add_argument(
+        "--tile-overlap",
+        type=_non_negative_int,
+        default=DEFAULT_TILE_OVERLAP,
+        metavar="N",
+        help=f"pixels shared by neighbouring tiles (default: {DEFAULT_TILE_OVERLAP})",
+    )
+    p.add_argument("--device", default="cpu", help="where the network runs, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
+    p.set_defaults(run=run)
+    return p
+
+
+def _file_id(path: Path) -> _FileId | None:
+    """(device, inode) of the file ``path`` points to, or ``None`` if there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """The files named by ``inputs`` in order, each once, and an error message for each input naming none.
+
+    An input is an existing file (taken whatever its extension), a folder (its files with an image
+    extension, sorted, not recursive) or a glob pattern (``**`` recursive) whose matches are taken as if each
+    had been given.
+    """
+    files: list[Path] = []
+    errors: list[str] = []
+    seen: set[_FileId] = set()
+
+    def add(path: Path) -> None:
+        fid = _file_id(path)
+        if fid is None or fid not in seen:
+            files.append(path)
+        if fid is not None:
+            seen.add(fid)
+
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = _folder_images(path)
+            if not found:
+                errors.append(f"{item}: folder has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            for f in found:
+                add(f)
+        elif path.exists() or not glob.has_magic(item):
+            add(path)  # a missing file is reported when it is read
+        else:
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                errors.append(f"{item}: no files match this pattern")
+            for m in matches:
+                mp = Path(m)
+                for f in _folder_images(mp) if mp.is_dir() else [mp]:
+                    add(f)
+    return files, errors
+
+
+def plan_jobs(files: Sequence[Path], outdir: Path) -> list[Job]:
+    """Pair each input with ``outdir/<stem>.png``, marking as errors the outputs that would overwrite an
+    input and those already claimed by an earlier input with the same stem (compared case-insensitively,
+    for case-insensitive file systems)."""
+    input_ids = {fid for f in files if (fid := _file_id(f)) is not None}
+    claimed: dict[str, Path] = {}
+    jobs = []
+    for src in files:
+        out = outdir / f"{src.stem}.png"
+        job = Job(src, out)
+        key = src.stem.casefold()
+        if key in claimed:
+            job.error = f"same output name as {claimed[key]} ({out}); rename one or derain it separately"
+        elif _file_id(out) in input_ids:
+            job.error = f"output {out} is an input file and is never overwritten; choose another -o folder"
+        claimed.setdefault(key, src)
+        jobs.append(job)
+    return jobs
+
+
+def _load(args: argparse.Namespace) -> tuple[DerainNet, torch.device]:
+    """The model of ``--checkpoint`` / ``--model`` / the default checkpoint, on ``--device``."""
+    if args.checkpoint is not None:
+        path = args.checkpoint
+    elif args.model is not None:
+        path = pretrained_checkpoint(args.model)
+    else:
+        path = default_checkpoint()
+    model = load_model(path)
+    device = torch.device(args.device)
+    return model.to(device), device
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def run(args: argparse.Namespace) -> int:
+    """Derain ``args.inputs`` into ``args.output``; see the module docstring and ``sapnet derain --help``."""
+
+    def say(message: str) -> None:
+        tqdm.write(message, file=sys.stderr)
+
+    if args.tile and args.tile_overlap >= args.tile:
+        say(f"error: --tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
+        return 2
+    if args.output.exists() and not args.output.is_dir():
+        say(f"error: output folder {args.output} exists and is not a folder")
+        return 2
+    try:
+        model, device = _load(args)
+    except FileNotFoundError as e:
+        say(f"error: {e}")
+        return 2
+    except CheckpointError as e:
+        say(f"error: {_one_line(e)}")
+        return 2
+    except (RuntimeError, AssertionError) as e:  # bad or unavailable --device (AssertionError: no CUDA build)
+        say(f"error: cannot use device {args.device!r}: {_one_line(e)}")
+        return 2
+
+    files, input_errors = expand_inputs(args.inputs)
+    for message in input_errors:
+        say(f"error: {message}")
+    done = skipped = 0
+    failed = len(input_errors)
+    jobs = plan_jobs(files, args.output)
+    for job in tqdm(jobs, desc="derain", unit="image", file=sys.stderr, disable=None):
+        if job.error is not None:
+            say(f"error: {job.source}: {job.error}")
+            failed += 1
+            continue
+        if job.output.exists() and not args.overwrite:
+            say(f"skip: {job.source}: {job.output} exists (--overwrite replaces it)")
+            skipped += 1
+            continue
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                image = read_image(job.source)
+            for w in caught:
+                say(f"warning: {w.message}")
+            result = sapnet.derain(image, model, device=device, tile=args.tile or None, tile_overlap=args.tile_overlap)
+            write_image(result, job.output)
+        except ImageReadError as e:
+            say(f"error: {_one_line(e)}")
+            failed += 1
+        except (
+            OSError,
+            RuntimeError,
+            Image.DecompressionBombError,
+        ) as e:  # write failure, out of memory, ...
+            say(f"error: {job.source}: {type(e).__name__}: {_one_line(e)}")
+            failed += 1
+        else:
+            done += 1
+    print(f"derained {done}, skipped {skipped} existing, failed {failed}")
+    return 1 if failed else 0

@@ -1,0 +1,5 @@
+"""Evaluation: result tables and comparison grids."""
+
+from sapnet.evaluation.grid import comparison_grid
+
+__all__ = ["comparison_grid"]

@@ -1,0 +1,177 @@
+"""``sapnet.derain``: derain images of any common kind with a derain network."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sapnet.data.image import array_to_tensor, pil_to_tensor, tensor_to_array, tensor_to_pil, to_rgb_channels
+from sapnet.inference.tiling import DEFAULT_TILE_OVERLAP, check_tiling, tiled_apply
+from sapnet.models import load_model
+from sapnet.models.pretrained import default_checkpoint
+
+__all__ = ["derain", "resolve_model"]
+
+ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray, torch.Tensor)
+
+
+@dataclass
+class _Item:
+    """One image as a float32 (3, H, W) tensor in [0, 1] on the CPU, and how to give it back."""
+
+    tensor: torch.Tensor
+    restore: Callable[[torch.Tensor], Any]
+
+
+def _from_input(image: Any, index: int | None) -> list[_Item]:
+    where = "image" if index is None else f"image {index}"
+    if isinstance(image, Image.Image):
+        return [_Item(pil_to_tensor(image, where), tensor_to_pil)]
+    if isinstance(image, np.ndarray):
+        dtype = image.dtype
+        return [_Item(array_to_tensor(image, where), lambda t: tensor_to_array(t, dtype))]
+    if isinstance(image, torch.Tensor):
+        if image.dim() not in (3, 4):
+            raise ValueError(f"{where}: expected a tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(image.shape)}")
+        dtype, device = image.dtype, image.device
+        if dtype == torch.uint8:
+            x = image.float() / 255
+        elif dtype.is_floating_point:
+            x = image.float()
+        else:
+            raise TypeError(f"{where}: unsupported tensor dtype {dtype}; use float in [0, 1] or uint8")
+        x = to_rgb_channels(x.detach().cpu(), where)
+
+        def back(t: torch.Tensor) -> torch.Tensor:
+            t = t.clamp(0, 1)
+            if dtype == torch.uint8:
+                return (t * 255).round().to(torch.uint8).to(device)
+            return t.to(device=device, dtype=dtype)
+
+        if x.dim() == 3:
+            return [_Item(x.contiguous(), back)]
+        return [_Item(xi.contiguous(), back) for xi in x]
+    raise TypeError(
+        f"{where}: unsupported type {type(image).__name__}; pass a PIL image, a HxWx3 uint8/uint16/float array, "
+        "a float tensor (3, H, W) / (N, 3, H, W) in [0, 1], or a list of these"
+    )
+
+
+def resolve_model(model: torch.nn.Module | str | os.PathLike[str] | None) -> torch.nn.Module:
+    """Turn ``derain``'s ``model`` argument into a module: a module is used as is, a path is loaded with
+    :func:`sapnet.load_model`, ``None`` means the best checkpoint shipped with sapnet."""
+    if isinstance(model, torch.nn.Module):
+        return model
+    if model is None:
+        return load_model(default_checkpoint())
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(Path(model))
+    raise TypeError(f"model must be a torch.nn.Module, a checkpoint path or None, got {type(model).__name__}")
+
+
+@torch.inference_mode()
+def _run_all(
+    images: list[torch.Tensor],
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    tile: int | None,
+    tile_overlap: int,
+    batch_size: int,
+) -> list[torch.Tensor]:
+    """Derain CPU float tensors (3, H, W): whole images in batches of same-size neighbours, or tiled."""
+    outputs: list[torch.Tensor] = []
+    i = 0
+    while i < len(images):
+        if tile is not None:
+            outputs.append(tiled_apply(forward, images[i][None], tile, tile_overlap, device, batch_size)[0])
+            i += 1
+            continue
+        j = i + 1
+        while j < len(images) and j - i < batch_size and images[j].shape == images[i].shape:
+            j += 1
+        outputs.extend(forward(torch.stack(images[i:j])).cpu().unbind(0))
+        i = j
+    return [out.clamp_(0, 1) for out in outputs]
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def derain(
+    images: Any,
+    model: torch.nn.Module | str | os.PathLike[str] | None = None,
+    *,
+    device: torch.device | str | None = None,
+    tile: int | None = None,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    batch_size: int = 1,
+    dtype: torch.dtype | None = None,
+) -> Any:
+    """Derain one image or a list of images.
+
+    Args:
+        images: a PIL image; a HxWx3 ``uint8`` / ``uint16`` / float ``[0, 1]`` array; a float tensor (3, H, W)
+            or (N, 3, H, W) in [0, 1] (``uint8`` tensors are scaled by 255); or a list of these, of any sizes.
+            Grayscale (1 channel) and RGBA inputs are converted to RGB with a warning.
+        model: a derain network (e.g. from :func:`sapnet.load_model`), a checkpoint path, or ``None`` for the
+            best checkpoint shipped with sapnet. A module passed in is moved, in place, to ``device`` and to
+            channels_last (faster on CPU and GPU; the values are unchanged) and set to eval mode.
+        device: where the network runs (default: the model's device). Images stay on the CPU; only the
+            batches or tiles being processed are moved.
+        tile: tile edge in pixels; ``None`` processes whole images. Tiles overlap by ``tile_overlap`` and are
+            blended with linear ramps, so memory stays bounded for any image size.
+        tile_overlap: pixels shared by neighbouring tiles.
+        batch_size: images (same-size neighbours in the list) or tiles per forward pass.
+        dtype: ``torch.bfloat16`` / ``torch.float16`` to run under autocast; ``None`` or ``torch.float32``
+            for full precision.
+
+    Returns:
+        The same kind as ``images``, clamped to [0, 1]: PIL RGB images, HxWx3 arrays of the input dtype
+        (integers rounded to nearest), or tensors of the input shape (3 channels), dtype and device; a list
+        for a list.
+    """
+    if tile is not None:
+        check_tiling(tile, tile_overlap)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    is_list = isinstance(images, (list, tuple))
+    inputs: Sequence[Any] = images if is_list else [images]
+    items_per_input = [_from_input(im, i if is_list else None) for i, im in enumerate(inputs)]
+    items = [item for group in items_per_input for item in group]
+
+    net = resolve_model(model)
+    run_device = torch.device(device) if device is not None else _model_device(net)
+    # Outside inference mode: the caller's parameters must stay normal tensors (usable for training later).
+    net = net.to(device=run_device, memory_format=torch.channels_last).eval()
+    autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if dtype is not None and dtype != torch.float32:
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+        autocast = torch.autocast(run_device.type, dtype=dtype)
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            return net(batch.to(run_device).contiguous(memory_format=torch.channels_last)).float()
+
+    outputs = _run_all([item.tensor for item in items], forward, run_device, tile, tile_overlap, batch_size)
+    # Back to the caller's kinds outside inference mode, so returned tensors are ordinary tensors.
+    results: list[Any] = []
+    pos = 0
+    for original, group in zip(inputs, items_per_input, strict=True):
+        outs = outputs[pos : pos + len(group)]
+        pos += len(group)
+        if isinstance(original, torch.Tensor) and original.dim() == 4:
+            results.append(group[0].restore(torch.stack(outs)))
+        else:
+            results.append(group[0].restore(outs[0]))
+    return results if is_list else results[0]

@@ -1,0 +1,96 @@
+"""Tiled inference: run a model over overlapping tiles and blend them back together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+__all__ = ["DEFAULT_TILE", "DEFAULT_TILE_OVERLAP", "blend_window", "check_tiling", "tile_starts", "tiled_apply"]
+
+DEFAULT_TILE = 384
+"""Default tile edge in pixels of the ``sapnet derain`` command (``sapnet.derain`` tiles only when asked).
+At this size and a 32-pixel overlap, tiled results agree with whole-image results at > 50 dB PSNR on
+Rain100L (see ``benchmarks/RESULTS.md``)."""
+DEFAULT_TILE_OVERLAP = 32
+
+
+def check_tiling(tile: int, overlap: int) -> None:
+    """Raise ``ValueError`` unless ``tile >= 1`` and ``0 <= overlap < tile``."""
+    if tile < 1:
+        raise ValueError(f"tile must be a positive number of pixels, got {tile}")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"tile_overlap must be in [0, tile), got tile_overlap={overlap}, tile={tile}")
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``[0, length)`` with at least ``overlap`` pixels shared
+    by neighbours; the last tile ends exactly at ``length``."""
+    check_tiling(tile, overlap)
+    if tile >= length:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts
+
+
+def blend_window(size: int, ramp: int, at_start: bool, at_end: bool) -> torch.Tensor:
+    """1-D blending weights (float32, shape (size,)): 1 inside, a linear ramp over ``ramp`` pixels on each
+    side that borders another tile (``at_start`` / ``at_end`` false), strictly positive everywhere."""
+    w = torch.ones(size)
+    ramp = min(ramp, size // 2)
+    if ramp > 0:
+        up = (torch.arange(ramp, dtype=torch.float32) + 0.5) / ramp
+        if not at_start:
+            w[:ramp] = up
+        if not at_end:
+            w[size - ramp :] = up.flip(0)
+    return w
+
+
+def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    th, tw = min(tile, h), min(tile, w)
+    for y in ys:
+        for x in xs:
+            yield y, x, th, tw
+
+
+def tiled_apply(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    tile: int,
+    overlap: int,
+    device: torch.device,
+    batch_size: int = 1,
+) -> torch.Tensor:
+    """Apply ``fn`` to overlapping tiles of ``image`` and blend the results.
+
+    Args:
+        fn: maps a batch (B, 3, h, w) on ``device`` to a batch of the same shape.
+        image: (1, 3, H, W) float32, on any device (typically the CPU; it stays there).
+        tile: tile edge in pixels; each tile is at most ``tile`` x ``tile``.
+        overlap: pixels shared by neighbouring tiles, blended with linear ramps.
+        device: where ``fn`` runs; tiles are moved there ``batch_size`` at a time and the results back.
+        batch_size: tiles per call of ``fn``.
+
+    Returns:
+        (1, 3, H, W) float32 on ``image``'s device.
+    """
+    check_tiling(tile, overlap)
+    _, _, h, w = image.shape
+    out = torch.zeros(image.shape, dtype=torch.float32, device=image.device)
+    weight = torch.zeros((1, 1, h, w), dtype=torch.float32, device=image.device)
+    tiles = list(_tiles(h, w, tile, overlap))
+    for i in range(0, len(tiles), max(1, batch_size)):
+        chunk = tiles[i : i + batch_size]
+        batch = torch.cat([image[:, :, y : y + th, x : x + tw] for y, x, th, tw in chunk]).to(device)
+        result = fn(batch).float().to(image.device)
+        for k, (y, x, th, tw) in enumerate(chunk):
+            wy = blend_window(th, overlap, y == 0, y + th == h)
+            wx = blend_window(tw, overlap, x == 0, x + tw == w)
+            wt = (wy[:, None] * wx[None, :]).to(image.device)
+            out[:, :, y : y + th, x : x + tw] += result[k : k + 1] * wt
+            weight[:, :, y : y + th, x : x + tw] += wt
+    return out / weight

@@ -1,0 +1,40 @@
+"""Shared fixtures: the read-only ``shared/`` folder beside the repository (checkpoints, golden data).
+
+Its location is the ``SAPNET_SHARED`` environment variable, else ``<repository root>/../shared``. Tests that
+need a part of it skip, saying why, when that part is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_HINT = "set SAPNET_SHARED or place shared/ beside the repository"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared folder (it may not exist; use the fixtures below to skip when a part is missing)."""
+    env = os.environ.get("SAPNET_SHARED")
+    return Path(env) if env else REPO_ROOT.parent / "shared"
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        pytest.skip(f"{what} ({path}) not found: {_HINT}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def compat_dir(shared_dir: Path) -> Path:
+    """``shared/compat``: the public SAPNet / PReNet checkpoints and ``golden.npz``."""
+    return _require_dir(shared_dir / "compat", "reference checkpoints folder shared/compat")
+
+
+@pytest.fixture(scope="session")
+def rain100l_dir(shared_dir: Path) -> Path:
+    """``shared/data/Rain100L``: the Rain100L test pairs (``rain/``, ``clean/``)."""
+    return _require_dir(shared_dir / "data" / "Rain100L", "Rain100L test set shared/data/Rain100L")

@@ -1,0 +1,315 @@
+"""The ``sapnet`` command line: ``sapnet derain`` inputs, outputs, failures and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sapnet
+from sapnet.cli import main
+from sapnet.data import tensor_to_array
+from sapnet.models.pretrained import PRETRAINED
+
+SIZE = (24, 20)  # PIL (width, height)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny images: one intra-op thread is faster, and far faster on a loaded machine (no OpenMP spinning)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model() -> sapnet.DerainNet:
+    torch.manual_seed(0)
+    return sapnet.create_model("prenet", stages=2, channels=8).eval()
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path, model: sapnet.DerainNet) -> Path:
+    return sapnet.save_model(model, tmp_path / "m.pt")
+
+
+def write_rgb(path: Path, seed: int = 0, size: tuple[int, int] = SIZE, mode: str = "RGB") -> Path:
+    """A random image of ``mode`` (RGB, L or RGBA) saved losslessly (PNG) or as ``path``'s format."""
+    channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+    a = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a[:, :, 0] if mode == "L" else a, mode=mode).save(path)
+    return path
+
+
+def expected(model: sapnet.DerainNet, path: Path, tile: int | None = 8, overlap: int = 2) -> np.ndarray:
+    """What the CLI should write for ``path``: the Python API's result as 8-bit RGB."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sapnet.ImageConversionWarning)
+        image = sapnet.read_image(path)
+    return tensor_to_array(sapnet.derain(image, model, tile=tile, tile_overlap=overlap))
+
+
+def read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert im.mode == "RGB"
+        return np.asarray(im)
+
+
+def derain(*args: str | Path, ckpt: Path | None = None) -> int:
+    argv = ["derain", *map(str, args), "--tile", "8", "--tile-overlap", "2"]
+    if ckpt is not None:
+        argv += ["--checkpoint", str(ckpt)]
+    return main(argv)
+
+
+# --- inputs ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["folder", "glob", "files"])
+def test_inputs_are_derained_losslessly(
+    kind: str, tmp_path: Path, ckpt: Path, model: sapnet.DerainNet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in"
+    images = [
+        write_rgb(src / "a.png", 1),
+        write_rgb(src / "b.jpg", 2, size=(17, 9)),
+        write_rgb(src / "c.bmp", 3),
+    ]
+    (src / "notes.txt").write_text("not an image")
+    (src / "sub").mkdir()
+    write_rgb(src / "sub" / "nested.png", 4)
+    inputs = {"folder": [src], "glob": [src / "*.*"], "files": images}[kind]
+    if kind == "glob":
+        (src / "notes.txt").unlink()  # a glob passes every match on, like a shell would
+    out = tmp_path / "out"
+
+    assert derain(*inputs, "-o", out, ckpt=ckpt) == 0
+
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+    for image in images:
+        result = read_png(out / f"{image.stem}.png")
+        assert result.shape == (*Image.open(image).size[::-1], 3)
+        np.testing.assert_array_equal(result, expected(model, image))
+    assert "derained 3, skipped 0 existing, failed 0" in capsys.readouterr().out
+
+
+def test_repeated_input_is_processed_once(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = write_rgb(tmp_path / "in" / "a.png")
+    assert derain(a, tmp_path / "in", tmp_path / "in" / "*.png", "-o", tmp_path / "out", ckpt=ckpt) == 0
+    assert "derained 1, skipped 0 existing, failed 0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("tile", ["8", "0"])
+def test_tiled_and_whole_image(tile: str, tmp_path: Path, ckpt: Path, model: sapnet.DerainNet) -> None:
+    image = write_rgb(tmp_path / "a.png")
+    out = tmp_path / "out"
+    argv = [
+        "derain",
+        str(image),
+        "-o",
+        str(out),
+        "--checkpoint",
+        str(ckpt),
+        "--tile",
+        tile,
+        "--tile-overlap",
+        "2",
+    ]
+    assert main(argv) == 0
+    tiled, whole = expected(model, image, tile=8), expected(model, image, tile=None)
+    assert not np.array_equal(tiled, whole)  # so that the comparison below tells the two apart
+    np.testing.assert_array_equal(read_png(out / "a.png"), tiled if tile == "8" else whole)
+
+
+def test_tile_overlap_must_be_smaller_than_tile(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = write_rgb(tmp_path / "a.png")
+    argv = ["derain", str(image), "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt), "--tile", "8"]
+    assert main(argv) == 2  # default overlap 32 >= 8
+    assert "--tile-overlap" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unmatched_glob_and_empty_folder_are_errors(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = write_rgb(tmp_path / "a.png")
+    (tmp_path / "empty").mkdir()
+    assert derain(a, tmp_path / "*.tif", tmp_path / "empty", "-o", tmp_path / "out", ckpt=ckpt) == 1
+    captured = capsys.readouterr()
+    assert "*.tif: no files match" in captured.err
+    assert "empty: folder has no image files" in captured.err
+    assert "derained 1, skipped 0 existing, failed 2" in captured.out
+    assert (tmp_path / "out" / "a.png").is_file()
+
+
+# --- outputs ---------------------------------------------------------------------------------------------
+
+
+def test_existing_output_is_skipped_unless_overwrite(
+    tmp_path: Path, ckpt: Path, model: sapnet.DerainNet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = write_rgb(tmp_path / "in" / "a.png")
+    stale = write_rgb(tmp_path / "out" / "a.png", seed=9)
+    before = read_png(stale)
+
+    assert derain(image, "-o", tmp_path / "out", ckpt=ckpt) == 0
+    captured = capsys.readouterr()
+    assert "exists" in captured.err and "--overwrite" in captured.err
+    assert "derained 0, skipped 1 existing, failed 0" in captured.out
+    np.testing.assert_array_equal(read_png(stale), before)
+
+    assert derain(image, "-o", tmp_path / "out", "--overwrite", ckpt=ckpt) == 0
+    assert "derained 1, skipped 0 existing, failed 0" in capsys.readouterr().out
+    np.testing.assert_array_equal(read_png(stale), expected(model, image))
+
+
+def test_same_stem_fails_the_second_input(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = write_rgb(tmp_path / "x" / "a.png", 1), write_rgb(tmp_path / "y" / "a.jpg", 2)
+    assert derain(first, second, "-o", tmp_path / "out", ckpt=ckpt) == 1
+    captured = capsys.readouterr()
+    message = next(line for line in captured.err.splitlines() if "same output name" in line)
+    assert str(first) in message and str(second) in message
+    assert "derained 1, skipped 0 existing, failed 1" in captured.out
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_inputs_are_never_overwritten(
+    overwrite: bool, tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    png, jpg = write_rgb(folder / "a.png", 1), write_rgb(folder / "b.jpg", 2)
+    png_bytes = png.read_bytes()
+    extra = ["--overwrite"] if overwrite else []
+
+    assert derain(folder, "-o", folder, *extra, ckpt=ckpt) == 1
+
+    captured = capsys.readouterr()
+    assert png.read_bytes() == png_bytes
+    assert any(str(png) in line and "input" in line for line in captured.err.splitlines())
+    assert read_png(folder / "b.png").shape == (SIZE[1], SIZE[0], 3)  # the other image still succeeds
+    assert jpg.is_file()
+    assert "derained 1, skipped 0 existing, failed 1" in captured.out
+
+
+def test_unreadable_inputs_are_reported_and_skipped(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write_rgb(tmp_path / "in" / "good.png")
+    text = tmp_path / "in" / "text.png"
+    text.write_text("this is not a PNG")
+    missing = tmp_path / "in" / "missing.png"
+
+    assert derain(text, missing, good, "-o", tmp_path / "out", ckpt=ckpt) == 1
+
+    captured = capsys.readouterr()
+    assert f"{text}: not an image file" in captured.err
+    assert f"{missing}: no such file" in captured.err
+    assert "derained 1, skipped 0 existing, failed 2" in captured.out
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]
+
+
+@pytest.mark.parametrize(("mode", "what"), [("L", "grayscale"), ("RGBA", "alpha")])
+def test_grayscale_and_rgba_become_rgb_with_a_warning(
+    mode: str,
+    what: str,
+    tmp_path: Path,
+    ckpt: Path,
+    model: sapnet.DerainNet,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    image = write_rgb(tmp_path / "in" / "a.png", mode=mode)
+    assert derain(image, "-o", tmp_path / "out", ckpt=ckpt) == 0
+    warning_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warning_lines) == 1 and what in warning_lines[0] and str(image) in warning_lines[0]
+    np.testing.assert_array_equal(read_png(tmp_path / "out" / "a.png"), expected(model, image))
+
+
+# --- model selection -------------------------------------------------------------------------------------
+
+
+def test_non_checkpoint_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = write_rgb(tmp_path / "a.png")
+    bogus = tmp_path / "weights.pth"
+    bogus.write_text("not a checkpoint")
+    assert derain(image, "-o", tmp_path / "out", ckpt=bogus) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error:") and str(bogus) in err and "checkpoint" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [([], "ships no trained checkpoint"), (["--model", "sapnet-rain100h"], "does not ship trained weights")],
+)
+def test_missing_shipped_checkpoint_exits_2(
+    extra: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    empty = tmp_path / "checkpoints"
+    empty.mkdir()
+    monkeypatch.setenv("SAPNET_CHECKPOINTS", str(empty))
+    image = write_rgb(tmp_path / "a.png")
+    assert main(["derain", str(image), "-o", str(tmp_path / "out"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "--checkpoint PATH" in err
+
+
+def test_shipped_checkpoint_is_used_by_default_and_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: sapnet.DerainNet
+) -> None:
+    folder = tmp_path / "checkpoints"
+    sapnet.save_model(model, folder / PRETRAINED["sapnet-rain100h"])
+    monkeypatch.setenv("SAPNET_CHECKPOINTS", str(folder))
+    image = write_rgb(tmp_path / "a.png")
+    for extra, out in (([], tmp_path / "o1"), (["--model", "sapnet-rain100h"], tmp_path / "o2")):
+        assert derain(image, "-o", out, *extra) == 0
+        np.testing.assert_array_equal(read_png(out / "a.png"), expected(model, image))
+
+
+@pytest.mark.parametrize(
+    "extra", [["--model", "nope"], ["--model", "sapnet-rain100h", "--checkpoint", "m.pt"], ["--tile", "-1"]]
+)
+def test_usage_errors_exit_2(extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["derain", "a.png", "-o", str(tmp_path / "out"), *extra]) == 2
+    assert "usage: sapnet derain" in capsys.readouterr().err
+
+
+# --- entry points ----------------------------------------------------------------------------------------
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"sapnet {sapnet.__version__}"
+    assert main(["derain", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--checkpoint" in out and "--tile-overlap" in out and "--overwrite" in out
+    assert main([]) == 2
+
+
+def test_python_dash_m_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sapnet", "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: sapnet") and "derain" in result.stdout

@@ -1,0 +1,307 @@
+"""DerainNet and its presets: shapes, dtypes, memory formats, autograd, config handling and export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import sapnet
+from sapnet import DerainNet, DerainNetConfig, create_model, list_models
+
+# Small variants of every architecture family, so that each forward pass takes milliseconds.
+SMALL = {"stages": 2, "channels": 8}
+CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sapnet-lstm": ("sapnet", {}),
+    "sapnet-gru": ("sapnet", {"recurrent": "gru"}),
+    "sapnet-none": ("sapnet", {"recurrent": "none"}),
+    "prenet-lstm": ("prenet", {}),
+    "prenet-gru": ("prenet", {"recurrent": "gru"}),
+    "prenet-none": ("prenet", {"recurrent": "none"}),
+}
+# Odd sizes on purpose: the networks take any H and W (no padding multiple).
+SHAPES = [(1, 3, 17, 23), (2, 3, 17, 23), (1, 3, 5, 4), (3, 3, 1, 1)]
+
+
+def make_model(key: str, seed: int = 0) -> DerainNet:
+    """A small randomly initialised model of variant ``key`` (see CONFIGS), in eval mode."""
+    name, overrides = CONFIGS[key]
+    torch.manual_seed(seed)
+    return create_model(name, **SMALL, **overrides).eval()
+
+
+def make_input(shape: tuple[int, ...] = (2, 3, 17, 23), seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=g)
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def model(request: pytest.FixtureRequest) -> DerainNet:
+    return make_model(request.param)
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return make_input()
+
+
+# --- forward ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_output_shape_and_dtype(model: DerainNet, shape: tuple[int, ...]) -> None:
+    inp = make_input(shape)
+    with torch.no_grad():
+        out = model(inp)
+    assert out.shape == inp.shape
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_config_is_applied(model: DerainNet) -> None:
+    cfg = model.config
+    assert cfg.stages == SMALL["stages"] and cfg.channels == SMALL["channels"]
+    assert len(model.blocks) == len(cfg.dilations)
+    assert model.input_conv.out_channels == SMALL["channels"]
+    dilations = tuple(block.conv1.dilation[0] for block in model.blocks)
+    assert dilations == cfg.dilations
+    assert model.source is None and model.metadata == {}
+
+
+def test_presets() -> None:
+    assert list_models() == ["prenet", "sapnet"]
+    sap, pre = create_model("sapnet").config, create_model("prenet").config
+    assert (sap.stages, sap.channels, sap.dilations, sap.attention, sap.recurrent) == (
+        6,
+        32,
+        (1, 2, 4, 8, 16),
+        True,
+        "lstm",
+    )
+    assert (pre.stages, pre.channels, pre.dilations, pre.attention, pre.recurrent) == (
+        6,
+        32,
+        (1, 1, 1, 1, 1),
+        False,
+        "lstm",
+    )
+
+
+def test_return_stages(model: DerainNet, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        final, stages = model(x, return_stages=True)
+        plain = model(x)
+    assert isinstance(stages, list) and len(stages) == model.config.stages
+    assert all(s.shape == x.shape for s in stages)
+    assert stages[-1] is final
+    torch.testing.assert_close(final, plain, rtol=0, atol=0)
+    # Stages differ from each other (the recurrence does something).
+    assert not torch.equal(stages[0], stages[-1])
+
+
+def test_batch_equals_single_images(model: DerainNet, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        batched = model(x)
+        singles = torch.cat([model(x[i : i + 1]) for i in range(x.shape[0])])
+    torch.testing.assert_close(batched, singles, rtol=1e-5, atol=1e-5)
+
+
+def test_float64(model: DerainNet, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        ref = model(x)
+        out = model.double()(x.double())
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_equals_nchw(model: DerainNet, x: torch.Tensor) -> None:
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = model(x)
+        out_input_cl = model(x_cl)
+        out_both_cl = model.to(memory_format=torch.channels_last)(x_cl)
+    torch.testing.assert_close(out_input_cl, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_both_cl, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_autocast_cpu(model: DerainNet, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+    # bfloat16 keeps ~3 significant digits; the small random nets stay within a few hundredths.
+    assert (out.float() - ref).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("shape", [(3, 17, 23), (1, 4, 8, 8), (1, 1, 8, 8), (1, 1, 3, 8, 8)])
+def test_invalid_input_shape(shape: tuple[int, ...]) -> None:
+    net = make_model("sapnet-lstm")
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        net(torch.rand(shape))
+
+
+# --- autograd and in-place fast paths ----------------------------------------------------------------------
+
+
+def test_gradients_reach_every_parameter(model: DerainNet, x: torch.Tensor) -> None:
+    model.train()
+    out = model(x.requires_grad_())
+    loss = (out - 0.5).square().mean()
+    loss.backward()
+    norms = []
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"no gradient for {name}"
+        assert torch.isfinite(p.grad).all(), f"non-finite gradient for {name}"
+        norms.append(p.grad.norm())
+    assert torch.stack(norms).norm() > 0
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode], ids=["no_grad", "inference_mode"])
+def test_no_grad_forward_equals_autograd_forward(model: DerainNet, x: torch.Tensor, context: Any) -> None:
+    """Without autograd the blocks update activations in place; the result must not change."""
+    x_before = x.clone()
+    final_grad, stages_grad = model(x, return_stages=True)
+    with context():
+        final_fast, stages_fast = model(x, return_stages=True)
+    torch.testing.assert_close(final_fast, final_grad.detach())
+    for fast, slow in zip(stages_fast, stages_grad, strict=True):
+        torch.testing.assert_close(fast, slow.detach())
+    # The in-place fast path must neither touch the input nor earlier stage outputs.
+    torch.testing.assert_close(x, x_before, rtol=0, atol=0)
+
+
+# --- configuration ---------------------------------------------------------------------------------------
+
+
+def test_create_model_unknown_name() -> None:
+    with pytest.raises(KeyError) as excinfo:
+        create_model("resnet")
+    message = excinfo.value.args[0]
+    assert "resnet" in message and "prenet" in message and "sapnet" in message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"stages": 0},
+        {"stages": -1},
+        {"channels": 0},
+        {"dilations": ()},
+        {"dilations": (1, 0)},
+        {"recurrent": "rnn"},
+    ],
+    ids=lambda o: ",".join(f"{k}={v!r}" for k, v in o.items()),
+)
+def test_config_validation(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(overrides))):
+        DerainNetConfig(**overrides)
+    with pytest.raises(ValueError, match=next(iter(overrides))):
+        create_model("sapnet", **overrides)
+
+
+def test_create_model_unknown_override() -> None:
+    with pytest.raises(ValueError, match="unknown DerainNetConfig keys"):
+        create_model("sapnet", layers=3)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        sapnet.models.PRESETS["sapnet"],
+        sapnet.models.PRESETS["prenet"],
+        DerainNetConfig(
+            stages=3, channels=16, dilations=(1, 3), attention=True, recurrent="gru", attention_reduction=4
+        ),
+    ],
+    ids=["sapnet", "prenet", "custom"],
+)
+def test_config_dict_round_trip(config: DerainNetConfig) -> None:
+    d = config.to_dict()
+    assert isinstance(d["dilations"], list)
+    assert json.loads(json.dumps(d)) == d  # plain Python types only
+    assert DerainNetConfig.from_dict(d) == config
+    assert DerainNetConfig.from_dict(json.loads(json.dumps(d))) == config
+    with pytest.raises(ValueError, match="unknown"):
+        DerainNetConfig.from_dict({**d, "extra": 1})
+
+
+def test_config_dilations_list_becomes_tuple() -> None:
+    cfg = DerainNetConfig(dilations=[1, 2])  # type: ignore[arg-type]
+    assert cfg.dilations == (1, 2)
+    assert hash(cfg) == hash(DerainNetConfig(dilations=(1, 2)))
+
+
+# --- tracing and export ------------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("key", ["sapnet-lstm", "prenet-gru"])
+def test_jit_trace_generalises_to_other_sizes(key: str) -> None:
+    net = make_model(key)
+    with torch.no_grad():
+        traced = torch.jit.trace(net, (make_input((1, 3, 17, 23)),), check_trace=False)
+        other = make_input((2, 3, 21, 30), seed=2)
+        torch.testing.assert_close(traced(other), net(other), rtol=1e-5, atol=1e-5)
+
+
+def import_onnx_tools() -> Any:
+    """Skip unless onnx, onnxscript (for the dynamo exporter) and onnxruntime import; return onnxruntime."""
+    for module in ("onnx", "onnxscript"):
+        pytest.importorskip(module, reason=f"{module} is not installed (pip install sapnet[export])")
+    return pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install sapnet[export])")
+
+
+def test_onnx_export_runs_in_onnxruntime(tmp_path: Path) -> None:
+    ort = import_onnx_tools()
+    net = make_model("sapnet-lstm")
+    inp = make_input((1, 3, 17, 23))
+    path = tmp_path / "derain.onnx"
+    # The torch.export-based exporter (dynamo=True, the default since torch 2.9) handles this network,
+    # including its in-place fast path, so the deprecated TorchScript exporter (dynamo=False) is not needed.
+    # Static shapes keep the export at a few seconds; dynamic H / W is covered by the slow test below.
+    program = torch.onnx.export(net, (inp,), dynamo=True, verbose=False)
+    assert program is not None
+    program.save(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: inp.numpy()})
+    with torch.no_grad():
+        ref = net(inp)
+    torch.testing.assert_close(torch.from_numpy(out), ref, rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_onnx_export_dynamic_size(tmp_path: Path) -> None:
+    ort = import_onnx_tools()
+    net = make_model("prenet-lstm")
+    dim = torch.export.Dim.DYNAMIC
+    program = torch.onnx.export(
+        net,
+        (make_input((1, 3, 17, 23)),),
+        dynamo=True,
+        dynamic_shapes=({0: dim, 2: dim, 3: dim},),
+        verbose=False,
+    )
+    path = tmp_path / "derain_dynamic.onnx"
+    program.save(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    other = make_input((2, 3, 21, 30), seed=2)
+    (out,) = session.run(None, {session.get_inputs()[0].name: other.numpy()})
+    with torch.no_grad():
+        ref = net(other)
+    torch.testing.assert_close(torch.from_numpy(out), ref, rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow  # compiles C++ kernels on the CPU: about a minute
+def test_torch_compile_matches_eager() -> None:
+    net = make_model("sapnet-lstm")
+    compiled = torch.compile(net, fullgraph=True)
+    inp = make_input((1, 3, 17, 23))
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(inp), net(inp), rtol=1e-5, atol=1e-5)
