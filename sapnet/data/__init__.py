@@ -1,5 +1,19 @@
-"""Data: image I/O and conversions."""
+"""Data: image I/O and conversions, test-set readers and the benchmark registry."""
 
+from sapnet.data.datasets import (
+    LAYOUTS,
+    DatasetError,
+    DatasetNotFoundError,
+    DatasetWarning,
+    ImagePair,
+    LayoutNotFoundError,
+    PairedImageDataset,
+    UnpairedImageDataset,
+    detect_layout,
+    find_images,
+    find_pairs,
+    natural_sort_key,
+)
 from sapnet.data.image import (
     IMAGE_EXTENSIONS,
     ImageConversionWarning,
@@ -11,12 +25,29 @@ from sapnet.data.image import (
     tensor_to_pil,
     write_image,
 )
+from sapnet.data.registry import BENCHMARKS, BenchmarkInfo, check_benchmark, get_benchmark
 
 __all__ = [
+    "BENCHMARKS",
     "IMAGE_EXTENSIONS",
+    "LAYOUTS",
+    "BenchmarkInfo",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "DatasetWarning",
     "ImageConversionWarning",
+    "ImagePair",
     "ImageReadError",
+    "LayoutNotFoundError",
+    "PairedImageDataset",
+    "UnpairedImageDataset",
     "array_to_tensor",
+    "check_benchmark",
+    "detect_layout",
+    "find_images",
+    "find_pairs",
+    "get_benchmark",
+    "natural_sort_key",
     "pil_to_tensor",
     "read_image",
     "tensor_to_array",
