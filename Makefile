@@ -29,8 +29,11 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/sapnet demo --shared $(SHARED) --out results/demo
 
+## Speed and quality benchmarks (results in benchmarks/RESULTS.md; tiling: benchmarks/tiling.py --large, ~25 min).
 bench: $(STAMP)
 	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/brisque.py
+	$(PY) benchmarks/evaluate.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -103,9 +103,7 @@ def test_inputs_are_derained_losslessly(
     assert "derained 3, skipped 0 existing, failed 0" in capsys.readouterr().out
 
 
-def test_repeated_input_is_processed_once(
-    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_repeated_input_is_processed_once(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = write_rgb(tmp_path / "in" / "a.png")
     assert derain(a, tmp_path / "in", tmp_path / "in" / "*.png", "-o", tmp_path / "out", ckpt=ckpt) == 0
     assert "derained 1, skipped 0 existing, failed 0" in capsys.readouterr().out
@@ -133,9 +131,7 @@ def test_tiled_and_whole_image(tile: str, tmp_path: Path, ckpt: Path, model: sap
     np.testing.assert_array_equal(read_png(out / "a.png"), tiled if tile == "8" else whole)
 
 
-def test_tile_overlap_must_be_smaller_than_tile(
-    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_tile_overlap_must_be_smaller_than_tile(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = write_rgb(tmp_path / "a.png")
     argv = ["derain", str(image), "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt), "--tile", "8"]
     assert main(argv) == 2  # default overlap 32 >= 8
@@ -177,9 +173,7 @@ def test_existing_output_is_skipped_unless_overwrite(
     np.testing.assert_array_equal(read_png(stale), expected(model, image))
 
 
-def test_same_stem_fails_the_second_input(
-    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_same_stem_fails_the_second_input(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
     first, second = write_rgb(tmp_path / "x" / "a.png", 1), write_rgb(tmp_path / "y" / "a.jpg", 2)
     assert derain(first, second, "-o", tmp_path / "out", ckpt=ckpt) == 1
     captured = capsys.readouterr()

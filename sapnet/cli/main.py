@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from sapnet import __version__
-from sapnet.cli import demo, derain
+from sapnet.cli import demo, derain, evaluate
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (derain, demo)
+SUBCOMMANDS = (derain, evaluate, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

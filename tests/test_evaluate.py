@@ -1,0 +1,278 @@
+"""``evaluate`` / ``python evaluate.py``: the published protocol, tables, outputs, and every bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sapnet
+from sapnet.cli import main
+from sapnet.evaluation import METRICS, Method, evaluate
+from sapnet.metrics import brisque, psnr, quantize, ssim
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SIZE = (40, 32)  # PIL (width, height); BRISQUE needs >= 14 pixels a side
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny images: one intra-op thread is faster, and far faster on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _write(path: Path, seed: int, size: tuple[int, int] = SIZE, mode: str = "RGB") -> Path:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "L": 1}[mode]
+    a = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a[:, :, 0] if mode == "L" else a, mode=mode).save(path)
+    return path
+
+
+def _paired(root: Path, n: int = 3) -> Path:
+    """``rain/NNN.png`` + ``clean/NNN.png``: the clean image plus noise as the rainy one."""
+    (root / "rain").mkdir(parents=True, exist_ok=True)
+    for k in range(1, n + 1):
+        clean = _write(root / "clean" / f"{k:03d}.png", k)
+        a = np.asarray(Image.open(clean)).astype(np.int16)
+        noise = np.random.default_rng(100 + k).integers(-30, 31, a.shape)
+        Image.fromarray(np.clip(a + noise, 0, 255).astype(np.uint8)).save(root / "rain" / f"{k:03d}.png")
+    return root
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return _paired(tmp_path / "set")
+
+
+@pytest.fixture(scope="module")
+def model() -> sapnet.DerainNet:
+    torch.manual_seed(0)
+    return sapnet.create_model("prenet", stages=2, channels=8).eval()
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path, model: sapnet.DerainNet) -> Path:
+    return sapnet.save_model(model, tmp_path / "tiny.pt")
+
+
+def _pairs(root: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [
+        (sapnet.read_image(r), sapnet.read_image(root / "clean" / r.name)) for r in sorted((root / "rain").iterdir())
+    ]
+
+
+def _by(records, method: str, dataset: str = "set"):
+    (rec,) = [r for r in records if r.method == method and r.dataset == dataset]
+    return rec
+
+
+def test_scores_follow_the_protocol(data: Path, ckpt: Path, model: sapnet.DerainNet, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = evaluate([str(ckpt)], [f"set={data}"], ["psnr", "ssim", "brisque"], out, progress=False)
+    pairs = _pairs(data)
+    rainy, tiny = _by(result.records, "Rainy"), _by(result.records, "tiny")
+    assert rainy.n == tiny.n == 3 and not rainy.skipped and not tiny.skipped
+    expected_rainy = {
+        "psnr": np.mean([psnr(r, c).item() for r, c in pairs]),
+        "ssim": np.mean([ssim(r, c).item() for r, c in pairs]),
+        "brisque": np.mean([brisque(r).item() for r, _ in pairs]),
+    }
+    outputs = [quantize(sapnet.derain(r, model)) for r, _ in pairs]
+    expected_model = {
+        "psnr": np.mean([psnr(o, c).item() for o, (_, c) in zip(outputs, pairs, strict=True)]),
+        "ssim": np.mean([ssim(o, c).item() for o, (_, c) in zip(outputs, pairs, strict=True)]),
+    }
+    for key, value in expected_rainy.items():
+        assert rainy.values[key] == pytest.approx(value, abs=1e-9)
+    for key, value in expected_model.items():
+        assert tiny.values[key] == pytest.approx(value, abs=1e-9)
+    assert result.model_seconds > 0 and result.metric_seconds > 0
+
+
+def test_writes_tables_per_image_scores_and_grid(data: Path, ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = evaluate([f"mine={ckpt}"], [f"set={data}"], ["psnr", "ssim"], out, progress=False)
+    md = (out / "table.md").read_text()
+    assert "| method | set PSNR ↑ | set SSIM ↑ |" in md and "| Rainy |" in md and "| mine |" in md
+    assert "rgb2ycbcr" in md  # the protocol is stated with the figures
+    records = json.loads((out / "table.json").read_text())
+    assert [r["method"] for r in records] == ["Rainy", "mine"]
+    assert set(records[0]) >= {"method", "dataset", "n", "psnr", "ssim"}
+    with (out / "table.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[1]["psnr"]) == pytest.approx(_by(result.records, "mine").values["psnr"])
+    with (out / "per_image.csv").open() as f:
+        per_image = list(csv.DictReader(f))
+    assert len(per_image) == 6 and {r["image"] for r in per_image} == {"001", "002", "003"}
+    grid = Image.open(out / "grid_set.png")
+    assert grid.width > 3 * SIZE[0] and grid.height > 3 * SIZE[1]  # rainy | mine | clean, 3 rows
+
+
+def test_saved_outputs_score_the_same_as_a_folder_method(data: Path, ckpt: Path, tmp_path: Path) -> None:
+    first = evaluate([f"net={ckpt}"], [f"set={data}"], out=tmp_path / "a", save_outputs=True, progress=False)
+    saved = tmp_path / "a" / "outputs" / "net"
+    assert sorted(p.name for p in (saved / "set").iterdir()) == ["001.png", "002.png", "003.png"]
+    second = evaluate([f"again={saved}"], [f"set={data}"], out=tmp_path / "b", progress=False)
+    assert _by(second.records, "again").values == pytest.approx(_by(first.records, "net").values, abs=1e-12)
+    assert second.model_seconds == 0
+
+
+def test_unpaired_folder_gets_no_reference_metrics(tmp_path: Path) -> None:
+    for k in range(2):
+        _write(tmp_path / "real" / f"{k}.jpg", k)
+    result = evaluate([], [f"real={tmp_path / 'real'}"], ["psnr", "brisque"], tmp_path / "out", progress=False)
+    (rec,) = result.records
+    assert rec.n == 2 and set(rec.values) == {"brisque"}
+    messages: list[str] = []
+    result = evaluate([], [f"real={tmp_path / 'real'}"], ["psnr"], None, progress=False, log=messages.append)
+    assert result.records == [] and "no-reference" in messages[0]
+
+
+def _bad_set(root: Path) -> Path:
+    _paired(root, 2)
+    _write(root / "clean" / "003.png", 3)
+    _write(root / "rain" / "003.png", 3, size=(SIZE[0] + 2, SIZE[1]))  # sizes differ
+    _write(root / "clean" / "004.png", 4, mode="L")  # grayscale ground truth
+    _write(root / "rain" / "004.png", 4)
+    _write(root / "clean" / "005.png", 5)
+    (root / "rain" / "005.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # corrupt PNG
+    return root
+
+
+def test_bad_pairs_are_skipped_and_listed(tmp_path: Path, ckpt: Path) -> None:
+    root = _bad_set(tmp_path / "bad")
+    messages: list[str] = []
+    result = evaluate([str(ckpt)], [f"bad={root}"], out=tmp_path / "out", progress=False, log=messages.append)
+    rainy = _by(result.records, "Rainy", "bad")
+    assert rainy.n == 2
+    reasons = dict(rainy.skipped)
+    assert set(reasons) == {"003", "004", "005"}
+    assert "003.png" in reasons["003"] and "(32, 42)" in reasons["003"]
+    assert "grayscale" in reasons["004"] and "004.png" in reasons["004"]
+    assert "005.png" in reasons["005"]
+    assert len(messages) == 3 and all("skipping bad/" in m for m in messages)
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "Skipped:" in md and "grayscale" in md
+
+
+def test_bad_datasets_and_methods_do_not_stop_the_run(tmp_path: Path, data: Path, ckpt: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    not_a_model = tmp_path / "weights.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, not_a_model)
+    messages: list[str] = []
+    result = evaluate(
+        [str(not_a_model), str(tmp_path / "missing.pt"), "no_such_model", str(ckpt)],
+        [f"gone={tmp_path / 'gone'}", f"empty={tmp_path / 'empty'}", f"set={data}"],
+        out=tmp_path / "out",
+        progress=False,
+        log=messages.append,
+    )
+    text = "\n".join(messages)
+    assert "weights.pt" in text and "missing.pt" in text and "no_such_model" in text
+    assert "gone" in text and "empty" in text
+    assert _by(result.records, "tiny").n == 3  # the good method on the good set still ran
+    skipped = {(r.method, r.dataset) for r in result.records if r.skipped}
+    assert {("Rainy", "gone"), ("Rainy", "empty"), (str(not_a_model), "*")} <= skipped
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "weights.pt" in md and "no_such_model" in md
+
+
+def test_folder_method_missing_an_output(tmp_path: Path, data: Path) -> None:
+    outputs = tmp_path / "other"
+    _write(outputs / "001.png", 7)
+    _write(outputs / "002.jpg", 8)
+    result = evaluate([str(outputs)], [f"set={data}"], progress=False, log=lambda _: None)
+    rec = _by(result.records, "other")
+    assert rec.n == 2 and [name for name, _ in rec.skipped] == ["003"]
+    assert "no output named" in rec.skipped[0][1]
+
+
+@pytest.mark.parametrize("name", ["niqe", "lpips", "PSNR"])
+def test_unknown_or_unavailable_metrics(name: str, data: Path) -> None:
+    with pytest.raises(ValueError, match="NIQE is not provided" if name == "niqe" else "unknown metric"):
+        evaluate([], [str(data)], ["psnr", name])
+
+
+def test_untrained_preset_is_not_a_method(data: Path) -> None:
+    messages: list[str] = []
+    result = evaluate(["prenet"], [str(data)], progress=False, log=messages.append)
+    assert "no trained 'prenet' weights" in messages[0]
+    assert ("prenet", "*") in {(r.method, r.dataset) for r in result.records}
+
+
+def test_metric_registry() -> None:
+    assert set(METRICS) == {"psnr", "ssim", "brisque"}
+    assert [m for m in METRICS if METRICS[m].paired] == ["psnr", "ssim"]
+
+
+def test_method_object_in_memory(data: Path, model: sapnet.DerainNet) -> None:
+    result = evaluate([Method("mem", model=model)], [str(data)], progress=False)
+    assert _by(result.records, "mem").n == 3
+
+
+def test_cli_prints_the_table_and_exit_codes(data: Path, ckpt: Path, tmp_path: Path, capsys) -> None:
+    assert main(["evaluate", "--model", str(ckpt), "--dataset", f"set={data}", "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert "| Rainy |" in printed and "| tiny |" in printed and "metric time" in printed
+    bad = _bad_set(tmp_path / "bad")
+    assert main(["evaluate", "--dataset", f"bad={bad}", "--out", str(tmp_path / "o2")]) == 1
+    assert main(["evaluate", "--dataset", str(data), "--metrics", "niqe", "--out", str(tmp_path / "o3")]) == 2
+    assert "NIQE is not provided" in capsys.readouterr().err
+
+
+def test_evaluate_py_entry_point(data: Path, tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "evaluate.py"), "--dataset", f"set={data}", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "| Rainy |" in run.stdout
+
+
+# ------------------------------------------------------------------------------- calibration on real Rain100L
+
+PUBLISHED = {  # Rain100L, Y channel: (PSNR, SSIM) the literature reports, see ../shared/data/README.md
+    "Rainy": (26.90, 0.8384),
+    "prenet_official_rain100l": (37.48, 0.9792),
+    "sapnet_official_rain100h": (32.43, 0.9528),
+}
+
+
+def _check_published(rec, name: str) -> None:
+    p, s = PUBLISHED[name]
+    assert rec.n == 100 and not rec.skipped
+    assert abs(rec.values["psnr"] - p) <= 0.01, rec.values
+    assert abs(rec.values["ssim"] - s) <= 0.0005, rec.values
+
+
+def test_rainy_row_on_rain100l(rain100l_dir: Path) -> None:
+    torch.set_num_threads(2)
+    result = evaluate([], [f"Rain100L={rain100l_dir}"], progress=False)
+    _check_published(_by(result.records, "Rainy", "Rain100L"), "Rainy")
+    pairs = sapnet.data.find_pairs(rain100l_dir)
+    rgb = [psnr(sapnet.read_image(p.rainy), sapnet.read_image(p.clean), channel="rgb").item() for p in pairs]
+    assert abs(np.mean(rgb) - 25.52) <= 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["prenet_official_rain100l", "sapnet_official_rain100h"])
+def test_public_checkpoints_reproduce_published_figures(rain100l_dir: Path, compat_dir: Path, name: str) -> None:
+    torch.set_num_threads(2)
+    result = evaluate([str(compat_dir / f"{name}.pth")], [f"Rain100L={rain100l_dir}"], progress=False)
+    _check_published(_by(result.records, "Rainy", "Rain100L"), "Rainy")
+    _check_published(_by(result.records, name, "Rain100L"), name)
