@@ -6,7 +6,6 @@ import csv
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZE = (40, 32)  # PIL (width, height); BRISQUE needs >= 14 pixels a side
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny images: one intra-op thread is faster, and far faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write(path: Path, seed: int, size: tuple[int, int] = SIZE, mode: str = "RGB") -> Path:

@@ -242,6 +242,7 @@ def test_config_dilations_list_becomes_tuple() -> None:
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning")  # the issue asks for trace
 @pytest.mark.parametrize("key", ["sapnet-lstm", "prenet-gru"])
 def test_jit_trace_generalises_to_other_sizes(key: str) -> None:
     net = make_model(key)
