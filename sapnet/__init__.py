@@ -1,6 +1,6 @@
 """sapnet: single-image deraining with SAPNet and PReNet."""
 
-from sapnet.data import ImageConversionWarning, ImageReadError, read_image, write_image
+from sapnet.data import ImageConversionWarning, ImageReadError, read_image, synthesize_rain, write_image
 from sapnet.inference import derain
 from sapnet.models import (
     CheckpointError,
@@ -27,5 +27,6 @@ __all__ = [
     "load_model",
     "read_image",
     "save_model",
+    "synthesize_rain",
     "write_image",
 ]

@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from sapnet import __version__
-from sapnet.cli import demo, derain, evaluate
+from sapnet.cli import demo, derain, download, evaluate, synth
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (derain, evaluate, demo)
+SUBCOMMANDS = (derain, evaluate, demo, synth, download)
 
 
 def build_parser() -> argparse.ArgumentParser:
