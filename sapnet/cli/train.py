@@ -1,0 +1,173 @@
+"""``sapnet train`` (also ``python train.py``, and ``torchrun --nproc_per_node N train.py``): train SAPNet / PReNet.
+
+Settings come from the defaults (the SAPNet paper on Rain100H), then ``--config FILE``, then ``--set KEY=VALUE``,
+then the other options. Exit status: 0 done; 2 setup error (bad config or data, missing pretrained loss
+networks, unusable checkpoint); 3 the loss became NaN / inf (the last good ``last.pt`` is kept); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sapnet.data import DatasetError
+from sapnet.models import CheckpointError
+from sapnet.training.config import ConfigError, TrainConfig
+
+__all__ = ["add_parser", "config_from_args", "run"]
+
+_PROGRESSIVE = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train",
+        help="train SAPNet / PReNet on paired rainy/clean images (resumable, multi-GPU with torchrun)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, metavar="FILE", help="YAML config (see configs/); 'base:' is followed")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set optim.gamma=0.5 (VALUE is read as YAML); repeatable",
+    )
+    p.add_argument("--data", metavar="DIR", help="paired training folder, any layout (default: the demo set)")
+    p.add_argument("--val", metavar="DIR", help="paired validation folder")
+    p.add_argument("--out", metavar="DIR", help="output folder (logs, curves, last.pt, best.pt)")
+    p.add_argument("--epochs", type=int, metavar="N")
+    p.add_argument("--batch-size", type=int, metavar="N", help="patches per step and per process")
+    p.add_argument("--lr", type=float, help="Adam learning rate (reference code: 1e-3)")
+    p.add_argument("--patch", type=int, metavar="P", help="training patch side in pixels")
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimiser steps in all")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (CUDA only)")
+    p.add_argument(
+        "--backbones",
+        choices=["imagenet", "random"],
+        help="loss networks: pretrained (needs their weights) or random (smoke tests only)",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="continue from a training checkpoint (default: OUT/last.pt)",
+    )
+    p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes")
+    p.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm (0: no clipping)")
+    switches = p.add_argument_group("switches (each also has a positive form, e.g. --attention)")
+    bool_opt = argparse.BooleanOptionalAction
+    switches.add_argument("--dilation", action=bool_opt, help="progressive dilations 1,2,4,.. (off: all 1)")
+    switches.add_argument("--attention", action=bool_opt, help="channel residual attention")
+    switches.add_argument("--ubs", action=bool_opt, help="UBS segmentation loss term (on: weight 0.1 if it was 0)")
+    switches.add_argument("--contrastive", action=bool_opt, help="contrastive loss term (on: weight 0.1 if 0)")
+    switches.add_argument("--lpips", action=bool_opt, help="LPIPS loss term (on: weight 0.1 if it was 0)")
+    switches.add_argument("--lr-decay", action=bool_opt, help="MultiStepLR schedule (off: constant LR)")
+    switches.add_argument("--channels-last", action=bool_opt, help="channels-last memory format")
+    switches.add_argument("--progress", action=bool_opt, help="tqdm progress bar")
+    p.set_defaults(run=run)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's :class:`TrainConfig`: defaults, ``--config``, ``--set``, then the options (in that order).
+
+    Raises:
+        ConfigError: unreadable / invalid config, unknown ``--set`` key, or a resulting value that cannot work.
+    """
+    cfg = TrainConfig.from_yaml(args.config) if args.config is not None else TrainConfig()
+    for item in args.overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-4")
+        try:
+            value: Any = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
+        cfg.set(key.strip(), value, source="--set")
+    direct = {
+        "data": "data.train",
+        "val": "data.val",
+        "out": "run.out",
+        "epochs": "optim.epochs",
+        "batch_size": "data.batch_size",
+        "lr": "optim.lr",
+        "patch": "data.patch",
+        "max_steps": "run.max_steps",
+        "seed": "run.seed",
+        "device": "run.device",
+        "amp": "run.amp",
+        "backbones": "loss.backbones",
+        "workers": "data.workers",
+        "lr_decay": "optim.lr_decay",
+        "channels_last": "run.channels_last",
+        "progress": "run.progress",
+        "attention": "model.attention",
+    }
+    for attr, key in direct.items():
+        value = getattr(args, attr)
+        if value is not None:
+            cfg.set(key, value, source=f"--{attr.replace('_', '-')}")
+    if args.grad_clip is not None:
+        cfg.optim.grad_clip = args.grad_clip if args.grad_clip > 0 else None
+    if args.dilation is not None:
+        blocks = len(cfg.network_config().dilations)
+        cfg.model.dilations = list(_PROGRESSIVE[:blocks]) if args.dilation else [1] * blocks
+    for term in ("ubs", "contrastive", "lpips"):
+        on = getattr(args, term)
+        if on is False:
+            setattr(cfg.loss, term, 0.0)
+        elif on and getattr(cfg.loss, term) == 0:
+            setattr(cfg.loss, term, 0.1)
+    cfg.validate()
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from sapnet.training.trainer import DivergedError, Trainer
+
+    try:
+        from sapnet.losses import BackboneUnavailableError
+    except ImportError:  # the losses package is needed to train; say so below instead of at import
+
+        class BackboneUnavailableError(Exception):  # type: ignore[no-redef]
+            pass
+
+    def err(message: str) -> None:
+        print(f"sapnet train: error: {message}", file=sys.stderr)
+
+    try:
+        cfg = config_from_args(args)
+        resume = None
+        if args.resume is not None:
+            resume = Path(args.resume) if args.resume else Path(cfg.run.out) / "last.pt"
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            trainer = Trainer(cfg, resume=resume, log=lambda m: print(m, file=sys.stderr))
+        result = trainer.fit()
+    except (ConfigError, DatasetError, CheckpointError, BackboneUnavailableError) as e:
+        err(str(e))
+        return 2
+    except ImportError as e:
+        err(f"{e} (training needs the sapnet.losses package and its dependencies)")
+        return 2
+    except DivergedError as e:
+        err(str(e))
+        return 3
+    if trainer.is_main:
+        best = f"{result.best_psnr:.3f} dB" if result.best_psnr is not None else "n/a"
+        print(f"done: step {result.step}, epoch {result.epoch}, best val PSNR {best}")
+        print(f"last: {result.last}")
+        if result.best is not None:
+            print(f"best: {result.best}")
+    return 0

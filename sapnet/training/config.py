@@ -1,0 +1,324 @@
+"""Training configuration: typed dataclasses, YAML files with ``base:`` inheritance, and dotted overrides.
+
+A YAML file holds any subset of the sections below (``model``, ``data``, ``optim``, ``loss``, ``run``); the rest
+keeps its default. ``base: other.yaml`` (relative to the file) is read first and the file's own keys are merged
+over it, section by section. Unknown keys are an error naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sapnet.models import DerainNetConfig, create_model
+
+__all__ = ["ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used: unknown key, wrong type, bad value, unreadable YAML."""
+
+
+@dataclass
+class ModelConfig:
+    """The network: a preset plus optional overrides (``None`` keeps the preset's value).
+
+    Attributes:
+        preset: ``"sapnet"`` (dilations 1..16 + attention) or ``"prenet"`` (dilation 1, no attention).
+        stages: recurrent stages T (papers: 6).
+        channels: feature channels (papers: 32).
+        dilations: one rate per residual block (its length is the number of blocks).
+        attention: channel residual attention (CRA) in the residual blocks.
+        recurrent: ``"lstm"`` (papers), ``"gru"`` or ``"none"``.
+    """
+
+    preset: str = "sapnet"
+    stages: int | None = None
+    channels: int | None = None
+    dilations: list[int] | None = None
+    attention: bool | None = None
+    recurrent: str | None = None
+
+    def network_config(self) -> DerainNetConfig:
+        """The :class:`~sapnet.models.DerainNetConfig` this describes (raises :class:`ConfigError` if invalid)."""
+        overrides = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
+        try:
+            return create_model(self.preset, **{k: v for k, v in overrides.items() if v is not None}).config
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"model: {e}") from None
+
+
+@dataclass
+class DataConfig:
+    """Training / validation data.
+
+    Attributes:
+        train: paired training folder in any layout of :func:`sapnet.data.find_pairs` (e.g. ``data/RainTrainH``);
+            ``None``: the small embedded demo set (:func:`sapnet.data.demo_dataset`, ``train/``).
+        val: paired validation folder (e.g. ``data/Rain100H``); ``None``: the demo set's ``test/`` when ``train``
+            is also ``None``, else no validation.
+        patch: side of the random square training crops in pixels (papers: 100).
+        batch_size: patches per step and per process (papers: 12).
+        workers: DataLoader worker processes (0: load in the main process).
+        hflip: random horizontal flips.
+        vflip: random vertical flips (off in the papers).
+        layout: force a layout of :data:`sapnet.data.LAYOUTS` (``None``: detect).
+    """
+
+    train: str | None = None
+    val: str | None = None
+    patch: int = 100
+    batch_size: int = 12
+    workers: int = 4
+    hflip: bool = True
+    vflip: bool = False
+    layout: str | None = None
+
+
+@dataclass
+class OptimConfig:
+    """Adam and the step schedule.
+
+    Attributes:
+        lr: Adam learning rate. 1e-3 is what the reference SAPNet / PReNet code uses; the SAPNet slides say 1e-4.
+        milestones: epochs after which the LR is multiplied by ``gamma`` (papers: 30, 50, 80).
+        gamma: LR decay factor (papers: 0.2).
+        lr_decay: use the MultiStepLR schedule at all (off in the ablations M1-M4).
+        epochs: training epochs (papers: 100).
+        grad_clip: max global gradient norm, ``None``: no clipping.
+        weight_decay: Adam weight decay (papers: 0).
+    """
+
+    lr: float = 1e-3
+    milestones: list[int] = field(default_factory=lambda: [30, 50, 80])
+    gamma: float = 0.2
+    lr_decay: bool = True
+    epochs: int = 100
+    grad_clip: float | None = None
+    weight_decay: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    """Weights and networks of :class:`sapnet.losses.SAPNetLoss` (a weight of 0 disables a term).
+
+    Attributes:
+        ssim: negative-SSIM reconstruction term (papers: 1).
+        ubs: unsupervised background segmentation term (papers: 0.1).
+        contrastive: perceptual contrastive term (papers: 0.1).
+        lpips: LPIPS term (papers: 0.1).
+        ubs_start_epoch: first epoch in which the UBS term is used.
+        backbones: ``"imagenet"`` (pretrained, needs the weights) or ``"random"`` (smoke tests only).
+        seg_arch: segmentation architecture of the UBS term.
+        seg_encoder: encoder of the segmentation network (paper: ``"resnet101"``).
+        lpips_net: LPIPS backbone (``"vgg"``).
+        weight_files: backbone name -> local weight file, for offline machines.
+    """
+
+    ssim: float = 1.0
+    ubs: float = 0.1
+    contrastive: float = 0.1
+    lpips: float = 0.1
+    ubs_start_epoch: int = 0
+    backbones: str = "imagenet"
+    seg_arch: str = "FPN"
+    seg_encoder: str = "resnet101"
+    lpips_net: str = "vgg"
+    weight_files: dict[str, str] | None = None
+
+
+@dataclass
+class RunConfig:
+    """Where and how the run happens.
+
+    Attributes:
+        out: output folder (``log.csv``, ``val.csv``, ``curves.png``, ``last.pt``, ``best.pt``).
+        seed: seeds model init, loss networks, sampling order and crops.
+        max_steps: stop after this many optimiser steps in all (``None``: run all epochs).
+        val_every: validate every this many epochs (and always at the end).
+        amp: ``"none"``, ``"bf16"`` or ``"fp16"`` (mixed precision; CUDA only, an error on the CPU).
+        channels_last: use the channels-last memory format for the model and its inputs.
+        device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``; ``None``: CUDA if available, else the CPU.
+        log_every: write a ``log.csv`` row every this many steps (and at the last step).
+        save_every: also write ``last.pt`` every this many steps (``None``: at epoch ends and the end only).
+        progress: show a tqdm progress bar (rank 0 only).
+    """
+
+    out: str = "runs/sapnet"
+    seed: int = 0
+    max_steps: int | None = None
+    val_every: int = 1
+    amp: str = "none"
+    channels_last: bool = True
+    device: str | None = None
+    log_every: int = 10
+    save_every: int | None = None
+    progress: bool = True
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig, "run": RunConfig}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; the defaults are the SAPNet paper's Rain100H setting (on the demo data).
+
+    Build it with :meth:`from_yaml`, :meth:`from_dict` or directly; change it with :meth:`set` and check it with
+    :meth:`validate`.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML / JSON / ``weights_only`` safe)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a nested dict; unknown sections or keys raise :class:`ConfigError` naming ``source``."""
+        cfg = cls()
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections, got {type(d).__name__}")
+        for section, values in d.items():
+            if section not in _SECTIONS:
+                raise ConfigError(f"{source}: unknown key {section!r}; known sections: {', '.join(_SECTIONS)}")
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: section {section!r} must be a mapping, got {type(values).__name__}")
+            for key, value in values.items():
+                cfg.set(f"{section}.{key}", value, source=source)
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        """Read a YAML file (following ``base:`` links); see the module docstring."""
+        return cls.from_dict(_read_yaml(Path(path), ()), source=str(path))
+
+    def set(self, key: str, value: Any, source: str = "override") -> None:
+        """Set ``"section.name"`` to ``value`` after a type check; :class:`ConfigError` on unknown keys."""
+        section, _, name = key.partition(".")
+        if section not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown key {key!r}; known sections: {', '.join(_SECTIONS)}")
+        obj = getattr(self, section)
+        known = {f.name: f for f in fields(obj)}
+        if name not in known:
+            raise ConfigError(f"{source}: unknown key {key!r}; known keys in {section!r}: {', '.join(known)}")
+        setattr(obj, name, _check_type(key, value, known[name], source))
+
+    def network_config(self) -> DerainNetConfig:
+        """The model's :class:`~sapnet.models.DerainNetConfig`."""
+        return self.model.network_config()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values that cannot work (checked before anything is built)."""
+        self.network_config()
+        checks = [
+            (self.data.patch >= 8, "data.patch must be >= 8"),
+            (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
+            (self.data.workers >= 0, "data.workers must be >= 0"),
+            (self.optim.lr > 0, "optim.lr must be > 0"),
+            (self.optim.epochs >= 1, "optim.epochs must be >= 1"),
+            (self.optim.grad_clip is None or self.optim.grad_clip > 0, "optim.grad_clip must be > 0 or null"),
+            (self.run.max_steps is None or self.run.max_steps >= 1, "run.max_steps must be >= 1 or null"),
+            (self.run.val_every >= 1, "run.val_every must be >= 1"),
+            (self.run.log_every >= 1, "run.log_every must be >= 1"),
+            (self.run.save_every is None or self.run.save_every >= 1, "run.save_every must be >= 1 or null"),
+            (self.run.amp in ("none", "bf16", "fp16"), f"run.amp must be none, bf16 or fp16, not {self.run.amp!r}"),
+            (
+                self.loss.backbones in ("imagenet", "random"),
+                f"loss.backbones must be imagenet or random, not {self.loss.backbones!r}",
+            ),
+        ]
+        weights = [self.loss.ssim, self.loss.ubs, self.loss.contrastive, self.loss.lpips]
+        checks.append(
+            (
+                all(w >= 0 for w in weights) and any(w > 0 for w in weights),
+                "loss weights must be >= 0, at least one > 0",
+            )
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+def _check_type(key: str, value: Any, f: dataclasses.Field[Any], source: str) -> Any:
+    """Coerce / check ``value`` against the field's annotation (a string under ``from __future__``)."""
+    ann = str(f.type)
+    optional = "None" in ann
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{source}: {key} cannot be null")
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} must be {what}, got {value!r}")
+
+    if ann.startswith("bool"):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if ann.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if ann.startswith("float"):
+        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad("a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if ann.startswith("str"):
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if ann.startswith("list[int]"):
+        if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise bad("a list of integers")
+        return [int(v) for v in value]
+    if ann.startswith("dict"):
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return {str(k): os.fspath(v) if isinstance(v, os.PathLike) else str(v) for k, v in value.items()}
+    return value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: circular 'base:' chain ({' -> '.join(map(str, chain))})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    base = data.pop("base", None)
+    # Check keys here so that an error names the file that holds the bad key.
+    TrainConfig.from_dict(data, source=str(path))
+    if base is None:
+        return data
+    return _merge(_read_yaml(path.parent / str(base), (*chain, path.resolve())), data)

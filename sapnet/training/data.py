@@ -1,0 +1,135 @@
+"""Training data: random patches of paired images, and a resumable, shardable sampler.
+
+Randomness is a pure function of ``(seed, epoch, index)``: the shuffled order (the sampler) and each item's crop
+and flips (the dataset). Workers, process count and interruptions therefore do not change what is trained on,
+and a resumed run skips exactly the batches already seen.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, DistributedSampler
+
+from sapnet.data import DatasetError, find_pairs, read_image
+
+__all__ = ["PatchDataset", "ResumableSampler", "image_size"]
+
+_EXIF_ORIENTATION = 274
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image as :func:`sapnet.data.read_image` returns it (EXIF rotation applied),
+    read from the header only."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except (OSError, UnidentifiedImageError) as e:
+        raise DatasetError(f"{path}: cannot read the image header ({e})") from None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+class PatchDataset(Dataset):
+    """Random ``patch`` x ``patch`` crops of rainy/clean pairs (any layout of :func:`sapnet.data.find_pairs`).
+
+    Images are decoded when an item is read (no preprocessing step, no h5 files). Item ``i`` in epoch ``e`` is
+    ``(rainy, clean)``, two float32 tensors (3, patch, patch) in [0, 1], cropped at the same place and flipped
+    alike; the crop and flips are drawn from a generator seeded with ``(seed, epoch, i)``, so they are
+    reproducible (call :meth:`set_epoch` before iterating an epoch).
+
+    Raises (at construction):
+        DatasetError: bad folder (see :func:`~sapnet.data.find_pairs`), or an image smaller than the patch (the
+            message names the file).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        patch: int = 100,
+        *,
+        hflip: bool = True,
+        vflip: bool = False,
+        seed: int = 0,
+        layout: str | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.patch = int(patch)
+        self.hflip, self.vflip, self.seed = hflip, vflip, int(seed)
+        self.epoch = 0
+        self.pairs = find_pairs(self.root, layout)
+        for pair in self.pairs:
+            for path in (pair.rainy, pair.clean):
+                w, h = image_size(path)
+                if w < self.patch or h < self.patch:
+                    raise DatasetError(
+                        f"{path}: image is {w}x{h} (WxH), smaller than the {self.patch}x{self.patch} training patch; "
+                        "remove it or lower the patch size (--patch)"
+                    )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s crops (the DataLoader copies the dataset into workers when an epoch starts)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pair = self.pairs[index]
+        rainy, clean = read_image(pair.rainy), read_image(pair.clean)
+        if rainy.shape != clean.shape:
+            raise DatasetError(
+                f"pair {pair.name!r}: {pair.rainy} and {pair.clean} differ in size "
+                f"({tuple(rainy.shape[1:])} vs {tuple(clean.shape[1:])}, HxW)"
+            )
+        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, index))
+        h, w = rainy.shape[1:]
+        top = int(torch.randint(0, h - self.patch + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - self.patch + 1, (1,), generator=g))
+        flips = torch.rand(2, generator=g)
+        dims = [d for d, on, r in ((2, self.hflip, flips[0]), (1, self.vflip, flips[1])) if on and r < 0.5]
+        out = []
+        for x in (rainy, clean):
+            x = x[:, top : top + self.patch, left : left + self.patch]
+            out.append((x.flip(dims) if dims else x).contiguous())
+        return out[0], out[1]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r}, pairs={len(self)}, patch={self.patch})"
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed from integers (splitmix64-style mixing, stable across runs and platforms)."""
+    x = 0x9E3779B97F4A7C15
+    mask = (1 << 64) - 1
+    for v in values:
+        x = (x ^ (int(v) & mask)) * 0xBF58476D1CE4E5B9 & mask
+        x = (x ^ (x >> 31)) * 0x94D049BB133111EB & mask
+        x ^= x >> 29
+    return x & ((1 << 63) - 1)
+
+
+class ResumableSampler(DistributedSampler):
+    """A :class:`~torch.utils.data.DistributedSampler` (shuffled by ``seed + epoch``; one shard per process, also
+    usable with one process and no process group) that can skip the first ``skip`` indices of its shard, to
+    resume in the middle of an epoch. ``skip`` applies to the current epoch only: :meth:`set_epoch` resets it."""
+
+    def __init__(self, dataset: Any, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.skip = int(skip)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        return iter(indices[self.skip :])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.skip)
