@@ -25,7 +25,8 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-## Derain a few real Rain100L images with the public SAPNet checkpoint and write a before/after grid.
+## The main job in a few CPU minutes: train on the embedded demo set, evaluate, write before/after grids
+## (and derain real Rain100L images with the public checkpoint when $(SHARED) exists).
 demo: $(STAMP)
 	$(VENV)/bin/sapnet demo --shared $(SHARED) --out results/demo
 

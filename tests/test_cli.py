@@ -300,3 +300,15 @@ def test_python_dash_m_help() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: sapnet") and "derain" in result.stdout
+
+
+def test_demo_trains_evaluates_and_writes_grids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("SAPNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SAPNET_CHECKPOINTS", str(tmp_path / "no-checkpoints"))
+    out = tmp_path / "demo"
+    assert main(["demo", "--steps", "2", "--out", str(out), "--shared", str(tmp_path / "no-shared")]) == 0
+    printed = capsys.readouterr().out
+    assert "| Rainy |" in printed and "| SAPNet (demo-trained) |" in printed
+    for name in ("train/last.pt", "train/log.csv", "train/curves.png", "eval/table.md", "eval/grid_demo.png"):
+        assert (out / name).is_file(), name
+    assert sapnet.load_model(out / "train" / "best.pt").config.stages == 6
