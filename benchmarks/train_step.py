@@ -52,6 +52,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from inference import baseline_forward  # benchmarks/inference.py: the reference-style forward (NCHW, out of place)
 from pytorch_msssim import ssim as ms_ssim
 from torch import nn
 
@@ -75,37 +76,6 @@ QUICK = ("SSIM only", "all four")
 
 
 # --------------------------------------------------------------------------------------------- naive step
-
-
-def naive_forward(net: DerainNet, x: torch.Tensor) -> torch.Tensor:
-    """The derain network computed the reference way: NCHW, zero initial state, full gates, out of place."""
-    cell = net.cell
-    assert cell is not None and hasattr(cell, "forget_gate"), "the naive forward assumes the LSTM cell"
-    x0, out = x, x
-    h = c = None
-    for _ in range(net.config.stages):
-        z = F.relu(net.input_conv(torch.cat((x0, out), 1)))
-        if h is None or c is None:
-            h, c = torch.zeros_like(z), torch.zeros_like(z)
-        u = torch.cat((z, h), 1)
-        i = torch.sigmoid(cell.input_gate(u))
-        f = torch.sigmoid(cell.forget_gate(u))
-        g = torch.tanh(cell.cell_gate(u))
-        o = torch.sigmoid(cell.output_gate(u))
-        c = f * c + i * g
-        h = o * torch.tanh(c)
-        z = h
-        for block in net.blocks:
-            r = z
-            for conv, attn in ((block.conv1, block.attn1), (block.conv2, block.attn2)):
-                r = conv(r)
-                if not isinstance(attn, nn.Identity):
-                    s = F.adaptive_avg_pool2d(r, 1)
-                    r = r * torch.sigmoid(attn.expand(F.relu(attn.reduce(s))) + attn.skip(s))
-                r = F.relu(r)
-            z = F.relu(r + z)
-        out = net.output_conv(z) + x0
-    return out
 
 
 def naive_segmentation_net(encoder: str) -> nn.Module:
@@ -156,7 +126,7 @@ class NaiveStep:
             self.lpips = build_lpips("vgg", backbone="random", seed=0)[0]
 
     def __call__(self, rainy: torch.Tensor, clean: torch.Tensor) -> float:
-        out = naive_forward(self.net, rainy)
+        out = baseline_forward(self.net, rainy)
         loss = PAPER_WEIGHTS["ssim"] * (1 - ms_ssim(out, clean, data_range=1.0, size_average=True))
         if "ubs" in self.terms:
             seg = naive_segmentation_net(self.seg_encoder)
