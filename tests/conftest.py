@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
+
+from sapnet.data.builder import torch_threads
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _HINT = "set SAPNET_SHARED or place shared/ beside the repository"
@@ -46,7 +47,5 @@ def rain100l_dir(shared_dir: Path) -> Path:
 def one_thread() -> Iterator[None]:
     """One intra-op thread for a module of tests on tiny images: faster, and far faster on a loaded machine (no
     OpenMP spinning). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,7 @@ MIN = 16  # min_size used with the tiny test images
 SIZE = (24, 20)  # PIL (width, height)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny images: one intra-op thread is faster, and far faster on a loaded machine (no OpenMP spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_photo(path: Path, seed: int = 0, size: tuple[int, int] = SIZE, mode: str = "RGB") -> Path:
