@@ -1,12 +1,18 @@
-"""``sapnet evaluate`` (also ``python evaluate.py``): PSNR / SSIM / BRISQUE tables, methods x datasets."""
+"""``sapnet evaluate`` (also ``python evaluate.py``): PSNR / SSIM / BRISQUE tables, methods x datasets; with
+``--task detection|segmentation``, a detector's mAP or a segmenter's mIoU / mPA on rainy, derained and clean images.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
+from sapnet.downstream.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 from sapnet.evaluation.runner import METRICS, check_metrics, evaluate
+
+TASKS = ("restoration", "detection", "segmentation")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,13 +33,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "precomputed outputs of any method (DIR/<dataset>/<name>.png or DIR/<name>.png); repeatable",
     )
     p.add_argument(
+        "--task",
+        choices=TASKS,
+        default="restoration",
+        help="restoration: PSNR/SSIM/BRISQUE of the derained images (default); detection / segmentation: a "
+        "downstream model's scores on rainy, derained and clean images (SAPNet's Table 5)",
+    )
+    p.add_argument(
         "--dataset",
         dest="datasets",
         action="append",
-        required=True,
+        default=[],
         metavar="NAME=DIR",
         help="a benchmark folder in any supported layout (rain/+clean/, rainy/+norain-*, input/+target/, "
-        "NNN_in/NNN_GT, ...) or a folder of real rainy photos; repeatable",
+        "NNN_in/NNN_GT, ...) or a folder of real rainy photos; repeatable. Detection / segmentation: one "
+        "paired set, or a folder of clean images whose rainy versions are rendered (default: the embedded demo "
+        "set's test images, with pseudo ground truth)",
     )
     p.add_argument(
         "--metrics",
@@ -48,6 +63,46 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--device", default=None, help="where networks run (default: cpu)")
     p.add_argument("--tile", type=int, default=None, metavar="N", help="derain in N x N tiles (default: whole)")
     p.add_argument("--grid-images", type=int, default=4, metavar="K", help="images per comparison grid")
+    g = p.add_argument_group("detection / segmentation (--task)")
+    g.add_argument(
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        metavar="NAME|FILE.onnx",
+        help=f"a torchvision detector (default {DEFAULT_DETECTOR}) or a YOLOX ONNX export",
+    )
+    g.add_argument(
+        "--segmenter", default=DEFAULT_SEGMENTER, metavar="NAME", help=f"a torchvision segmenter ({DEFAULT_SEGMENTER})"
+    )
+    g.add_argument(
+        "--weights",
+        default="pretrained",
+        metavar="pretrained|random|FILE",
+        help="torchvision weights: the published ones from the torch hub cache (default), a state-dict file, or "
+        "random (to test the plumbing; the scores then mean nothing)",
+    )
+    g.add_argument("--annotations", type=Path, metavar="FILE.json", help="COCO-format detection ground truth")
+    g.add_argument("--masks", type=Path, metavar="DIR", help="segmentation ground truth: index-mask PNGs")
+    g.add_argument(
+        "--class-map", default="voc", metavar="voc|cityscapes|FILE.json", help="mask values -> classes (default voc)"
+    )
+    g.add_argument(
+        "--pseudo-gt",
+        action="store_true",
+        help="no annotations: score against the model's own predictions on the clean images (said in the table)",
+    )
+    g.add_argument(
+        "--pseudo-gt-threshold",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="clean-image detections with score >= S become pseudo ground truth (default 0.3)",
+    )
+    g.add_argument(
+        "--score-threshold", type=float, default=0.01, metavar="S", help="detections kept for mAP (default 0.01)"
+    )
+    g.add_argument("--rain", default="heavy", metavar="PRESET", help="rain preset for clean-only sets (default heavy)")
+    g.add_argument("--seed", type=int, default=0, help="rain seed for clean-only sets (default 0)")
+    g.add_argument("--limit", type=int, default=None, metavar="N", help="score the first N images (e.g. 150)")
     p.set_defaults(run=run)
     return p
 
@@ -61,6 +116,11 @@ def _metric(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task != "restoration":
+        return run_downstream(args)
+    if not args.datasets:
+        print("sapnet evaluate: --dataset is required (a benchmark folder, NAME=DIR)", file=sys.stderr)
+        return 2
     result = evaluate(
         args.models,
         args.datasets,
@@ -78,3 +138,92 @@ def run(args: argparse.Namespace) -> int:
         print(f"{kind}: {path}")
     skipped = any(r.skipped for r in result.records)
     return 1 if skipped else 0
+
+
+def run_downstream(args: argparse.Namespace) -> int:
+    """``--task detection|segmentation``: one table (rows = metrics, columns = Rainy, methods, Clean)."""
+    from sapnet.data import DatasetError, demo_dataset
+    from sapnet.data.synthesis import RAIN_PRESETS
+    from sapnet.downstream import (
+        AnnotationError,
+        ModelUnavailableError,
+        RandomModelWarning,
+        create_detector,
+        create_segmenter,
+        evaluate_downstream,
+        load_class_map,
+        load_downstream_set,
+        markdown_table,
+    )
+    from sapnet.evaluation.runner import parse_dataset
+
+    def fail(message: str) -> int:
+        print(f"sapnet evaluate: {message}", file=sys.stderr)
+        return 2
+
+    if len(args.datasets) > 1:
+        return fail(f"--task {args.task} scores one dataset at a time, got {len(args.datasets)}")
+    if args.rain not in RAIN_PRESETS:
+        return fail(f"unknown rain preset {args.rain!r}; choose one of {', '.join(RAIN_PRESETS)}")
+    pseudo_gt = args.pseudo_gt
+    if args.datasets:
+        spec = parse_dataset(args.datasets[0])
+        name, root = spec.name, spec.root
+    else:
+        name, root = "demo", demo_dataset() / "test"
+        pseudo_gt = True
+        print(f"no --dataset: the embedded demo set's test images ({root}), with pseudo ground truth", file=sys.stderr)
+    detection = args.task == "detection"
+    try:
+        class_map = load_class_map(args.class_map) if args.masks is not None else None
+        data = load_downstream_set(
+            root,
+            args.task,
+            name=name,
+            annotations=args.annotations if detection else None,
+            masks=None if detection else args.masks,
+            class_map=class_map,
+            pseudo_gt=pseudo_gt,
+            limit=args.limit,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomModelWarning)  # said once below, and in the table
+            if detection:
+                model = create_detector(
+                    args.detector,
+                    args.weights,
+                    score_threshold=args.score_threshold,
+                    device=args.device,
+                )
+            else:
+                model = create_segmenter(
+                    args.segmenter,
+                    args.weights,
+                    device=args.device,
+                    num_classes=class_map.num_classes if class_map is not None and args.weights == "random" else None,
+                )
+    except (DatasetError, AnnotationError, ModelUnavailableError, ValueError) as e:
+        return fail(str(e))
+    if args.weights == "random" and not str(getattr(model, "path", "")).endswith(".onnx"):
+        print(f"warning: {model!r} has RANDOM weights: the scores test the plumbing only", file=sys.stderr)
+    try:
+        result = evaluate_downstream(
+            data,
+            model,
+            args.models,
+            args.out,
+            rain=args.rain,
+            seed=args.seed,
+            pseudo_threshold=args.pseudo_gt_threshold,
+            device=args.device,
+            tile=args.tile,
+            grid_images=args.grid_images,
+            log=lambda message: print(message, file=sys.stderr),
+        )
+    except ValueError as e:
+        return fail(str(e))
+    print(markdown_table(result))
+    print(", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    return 1 if result.problems or result.images == 0 else 0

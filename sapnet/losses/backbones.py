@@ -178,12 +178,12 @@ def _probe(url: str) -> str | None:
         return f"cannot reach {host}:{port} ({exc})"
 
 
-def torchvision_checkpoint(url: str, what: str) -> Path:
+def torchvision_checkpoint(url: str, what: str, hint: str = _RANDOM_HINT) -> Path:
     """The local path of a torchvision checkpoint, downloaded into the torch hub cache when missing.
 
     Looks for ``torch.hub.get_dir()/checkpoints/<file name of url>`` first; downloads only when it is missing and
     a quick connection probe succeeds. Raises :class:`BackboneUnavailableError` naming the file, the cache path
-    and the ``--backbones random`` option otherwise.
+    and ``hint`` (default: the ``--backbones random`` option of training) otherwise.
     """
     cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
     target = cache_dir / os.path.basename(urlparse(url).path)
@@ -200,9 +200,9 @@ def torchvision_checkpoint(url: str, what: str) -> Path:
             reason = f"download failed: {exc}"
     if reason is not None or not target.is_file():
         raise BackboneUnavailableError(
-            f"ImageNet weights for {what} are unavailable: {target} is not in the torch hub cache and could not "
+            f"Pretrained weights for {what} are unavailable: {target} is not in the torch hub cache and could not "
             f"be downloaded from {url} ({reason}). Put the file there (or set TORCH_HOME), or pass its path as "
-            f"a weight file. {_RANDOM_HINT}"
+            f"a weight file. {hint}"
         )
     return target
 
