@@ -6,6 +6,7 @@ weights happen to be cached) and the weight-file path with files written here.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -155,6 +156,49 @@ def test_each_term_alone_reaches_the_derain_network(batch, name: str) -> None:
     grads = [p.grad for p in net.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g is not None and g.count_nonzero() > 0 for g in grads)
+
+
+def test_shared_vgg_pass_equals_separate_terms(loss: SAPNetLoss, batch) -> None:
+    """Same VGG-16 weights for the contrastive term and the LPIPS trunk: one shared pass, same values and gradient
+    as the two terms computed separately (compared in float64: LPIPS's scaling constants are float32, so the input
+    normalisations agree to ~1e-9 only)."""
+    assert loss.shares_vgg
+    derained, clean, rainy = (t.double() for t in batch)
+    shared = copy.deepcopy(loss).double()
+    separate = copy.deepcopy(shared)
+    separate.shares_vgg = False
+    results = []
+    for module in (shared, separate):
+        x = derained.clone().requires_grad_(True)
+        total, terms = module(x, clean, rainy)
+        total.backward()
+        results.append((total.detach(), terms, x.grad))
+    (t_a, terms_a, g_a), (t_b, terms_b, g_b) = results
+    assert list(terms_a) == list(terms_b) == list(TERMS)
+    torch.testing.assert_close(t_a, t_b, rtol=1e-7, atol=1e-12)
+    for name in TERMS:
+        torch.testing.assert_close(terms_a[name], terms_b[name], rtol=1e-7, atol=1e-12)
+    torch.testing.assert_close(g_a, g_b, rtol=1e-6, atol=1e-12)
+    # float32: equal within float tolerance
+    total32, _ = loss(*batch)
+    loss.shares_vgg = False
+    try:
+        separate32, _ = loss(*batch)
+    finally:
+        loss.shares_vgg = True
+    torch.testing.assert_close(total32, separate32)
+
+
+def test_vgg_not_shared_unless_same_network(loss: SAPNetLoss) -> None:
+    assert _random_loss(LossWeights(ssim=1.0, ubs=0.0, contrastive=0.1, lpips=0.0)).shares_vgg is False
+    assert _random_loss(LossWeights(ssim=1.0, ubs=0.0, contrastive=0.0, lpips=0.1)).shares_vgg is False
+    no_ubs = LossWeights(ssim=1.0, ubs=0.0, contrastive=0.1, lpips=0.1)
+    assert _random_loss(no_ubs, lpips_net="alex").shares_vgg is False
+    other = _random_loss(no_ubs)
+    assert other.shares_vgg and other.lpips is not None
+    with torch.no_grad():
+        other.lpips.metric.net.slice3[1].weight[0, 0, 0, 0] += 1e-3  # a different trunk (e.g. another weight file)
+    assert other._can_share_vgg() is False
 
 
 def test_zero_weight_does_not_build_network() -> None:

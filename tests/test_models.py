@@ -306,3 +306,31 @@ def test_torch_compile_matches_eager() -> None:
     inp = make_input((1, 3, 17, 23))
     with torch.no_grad():
         torch.testing.assert_close(compiled(inp), net(inp), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("c_in", "dilation", "half"), [(32, 1, False), (32, 4, False), (64, 1, False), (64, 1, True)])
+def test_conv_same_weight_gradient_matches_conv2d(c_in: int, dilation: int, half: bool) -> None:
+    """The CPU channels_last path of ``conv_same`` (weight gradient by batched GEMMs) equals ``F.conv2d``'s."""
+    from sapnet.models.blocks import conv_same
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(c_in, 32, 3, padding=dilation, dilation=dilation).to(memory_format=torch.channels_last)
+    used = c_in // 2 if half else c_in
+    x = torch.randn(2, used, 19, 23).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    weight = conv.weight[:, :used]
+    expected = torch.nn.functional.conv2d(x, weight, conv.bias, 1, dilation, dilation)
+    g = torch.randn_like(expected)
+    ref = torch.autograd.grad(expected, (x, conv.weight, conv.bias), g)
+    out = conv_same(conv, x, used if half else None)
+    assert out.grad_fn is not None and "SameConvCPU" in type(out.grad_fn).__name__
+    got = torch.autograd.grad(out, (x, conv.weight, conv.bias), g)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # NCHW input or no autograd: plain F.conv2d
+    assert (
+        "SameConvCPU"
+        not in type(
+            conv_same(conv, x.detach().contiguous().requires_grad_(True), used if half else None).grad_fn
+        ).__name__
+    )

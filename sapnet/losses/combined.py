@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from sapnet.losses.backbones import WEIGHT_FILE_KEYS, BackboneMode, describe_source
-from sapnet.losses.contrastive import PerceptualContrastiveLoss
-from sapnet.losses.lpips import LPIPSLoss
+from sapnet.losses.contrastive import IMAGENET_MEAN, IMAGENET_STD, PerceptualContrastiveLoss, contrastive_from_features
+from sapnet.losses.lpips import LPIPSLoss, lpips_from_features
 from sapnet.losses.segmentation import UBSLoss
 from sapnet.losses.ssim import SSIMLoss
 
@@ -117,6 +117,56 @@ class SAPNetLoss(nn.Module):
                 seg_arch, seg_encoder, backbone=backbones, weight_file=files.get("seg_encoder"), seed=seed
             )
             self._info["seg_encoder"] = self.ubs.backbone_source
+        self.shares_vgg = self._can_share_vgg()
+        """Whether the contrastive and LPIPS terms share one VGG-16 pass (see :meth:`_can_share_vgg`)."""
+
+    def _can_share_vgg(self) -> bool:
+        """True when the contrastive VGG-16 and the LPIPS trunk are the same network on the same input.
+
+        That is: both terms are active, the LPIPS trunk is VGG-16 with identical weights in its first four slices
+        (relu1_2 .. relu4_3, layers 0-22: the same weights whatever their source, e.g. both ImageNet, or both
+        random from the same seed), and LPIPS scales its input (``2x - 1`` then ``(. - shift) / scale``) exactly
+        as the ImageNet normalisation of the contrastive VGG (``(x - mean) / std``). Then one VGG-16 pass on the
+        derained images (and one no-grad pass on the clean and rainy ones) gives the features of both terms;
+        LPIPS continues the relu4_3 features through its fifth slice. Otherwise the terms run separately.
+        """
+        if self.contrastive is None or self.lpips is None or self.lpips.net != "vgg":
+            return False
+        metric = self.lpips.metric
+        if getattr(metric, "version", None) != "0.1" or not metric.lpips or metric.spatial or metric.L != 5:
+            return False
+        shift, scale = metric.scaling_layer.shift.flatten().double(), metric.scaling_layer.scale.flatten().double()
+        mean, std = torch.tensor(IMAGENET_MEAN, dtype=torch.float64), torch.tensor(IMAGENET_STD, dtype=torch.float64)
+        if not (
+            torch.allclose((1 + shift) / 2, mean, rtol=0, atol=1e-6)
+            and torch.allclose(scale / 2, std, rtol=0, atol=1e-6)
+        ):
+            return False
+        vgg = self.contrastive.vgg.features.state_dict()
+        trunk = {k: v for k, v in metric.net.state_dict().items() if not k.startswith("slice5.")}
+        return len(trunk) == len(vgg) and all(
+            (name := k.split(".", 1)[1]) in vgg and torch.equal(v, vgg[name]) for k, v in trunk.items()
+        )
+
+    def _contrastive_and_lpips(
+        self, derained: torch.Tensor, clean: torch.Tensor, rainy: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both terms from one shared VGG-16 pass (only when :attr:`shares_vgg`)."""
+        assert self.contrastive is not None and self.lpips is not None
+        vgg, metric = self.contrastive.vgg, self.lpips.metric
+        n = derained.shape[0]
+        with torch.no_grad():
+            fixed = vgg(torch.cat((clean, rainy)))
+            clean_features = [f[:n] for f in fixed]
+            clean_features.append(metric.net.slice5(clean_features[-1]))
+        derained_features = vgg(derained)
+        contrastive = contrastive_from_features(
+            derained_features, fixed, self.contrastive.layer_weights, self.contrastive.eps
+        )
+        lpips = lpips_from_features(
+            metric, [*derained_features, metric.net.slice5(derained_features[-1])], clean_features
+        ).mean()
+        return contrastive, lpips
 
     @property
     def backbones_info(self) -> dict[str, str]:
@@ -152,10 +202,13 @@ class SAPNetLoss(nn.Module):
             terms["ssim"] = self.ssim(derained, clean)
         if self.ubs is not None and epoch >= self.ubs_start_epoch:
             terms["ubs"] = self.ubs(derained)
-        if self.contrastive is not None:
-            terms["contrastive"] = self.contrastive(derained, clean, rainy)
-        if self.lpips is not None:
-            terms["lpips"] = self.lpips(derained, clean)
+        if self.shares_vgg:
+            terms["contrastive"], terms["lpips"] = self._contrastive_and_lpips(derained, clean, rainy)
+        else:
+            if self.contrastive is not None:
+                terms["contrastive"] = self.contrastive(derained, clean, rainy)
+            if self.lpips is not None:
+                terms["lpips"] = self.lpips(derained, clean)
         if terms:
             total = sum(getattr(w, name) * value for name, value in terms.items())
         else:  # only UBS is enabled and it has not started yet: a zero that still back-propagates

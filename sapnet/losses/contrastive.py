@@ -18,6 +18,7 @@ __all__ = [
     "VGG_LAYERS",
     "PerceptualContrastiveLoss",
     "VGGFeatures",
+    "contrastive_from_features",
     "contrastive_loss",
 ]
 
@@ -105,9 +106,26 @@ def contrastive_loss(
         raise ValueError(f"expected {len(VGG_LAYERS)} layer weights, got {len(layer_weights)}")
     with torch.no_grad():
         fixed = features(torch.cat((clean, rainy)))
-    n = derained.shape[0]
-    total = derained.new_zeros(())
-    for w, f_d, f_cr in zip(layer_weights, features(derained), fixed, strict=True):
+    return contrastive_from_features(features(derained), fixed, layer_weights, eps)
+
+
+def contrastive_from_features(
+    derained_features: Sequence[torch.Tensor],
+    clean_rainy_features: Sequence[torch.Tensor],
+    layer_weights: Sequence[float] = DEFAULT_LAYER_WEIGHTS,
+    eps: float = 1e-7,
+) -> torch.Tensor:
+    """The sum of :func:`contrastive_loss` from VGG features already computed.
+
+    Args:
+        derained_features: the features of the N derained images (one tensor per layer, with gradient).
+        clean_rainy_features: the features of ``cat((clean, rainy))`` (2N images; the clean ones first).
+        layer_weights: one weight per layer.
+        eps: added to the denominator.
+    """
+    n = derained_features[0].shape[0]
+    total = derained_features[0].new_zeros(())
+    for w, f_d, f_cr in zip(layer_weights, derained_features, clean_rainy_features, strict=True):
         f_c, f_r = f_cr[:n], f_cr[n:]
         total = total + w * (f_d - f_c).abs().mean() / ((f_d - f_r).abs().mean() + eps)
     return total

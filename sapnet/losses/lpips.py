@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import lpips as _lpips_pkg
@@ -19,7 +20,7 @@ from sapnet.losses.backbones import (
     load_state_dict_file,
 )
 
-__all__ = ["LPIPSLoss", "build_lpips", "lpips_loss"]
+__all__ = ["LPIPSLoss", "build_lpips", "lpips_from_features", "lpips_loss"]
 
 
 def _linear_weights_file(net: str, version: str) -> Path:
@@ -91,6 +92,32 @@ def lpips_loss(derained: torch.Tensor, clean: torch.Tensor, metric: _lpips_pkg.L
     if derained.shape != clean.shape:
         raise ValueError(f"shape mismatch: {tuple(derained.shape)} vs {tuple(clean.shape)}")
     return metric(derained * 2 - 1, clean * 2 - 1).mean()
+
+
+def lpips_from_features(
+    metric: _lpips_pkg.LPIPS, features0: Sequence[torch.Tensor], features1: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """The LPIPS distance per image, (N, 1, 1, 1), from trunk features already computed.
+
+    The same arithmetic as ``lpips.LPIPS.forward`` (``lpips=True``, ``spatial=False``) after its trunk:
+    per layer, unit-normalise the features over channels, square their difference, weight the channels with the
+    calibrated linear layer and average over space; then sum the layers in order.
+
+    Args:
+        metric: the ``lpips.LPIPS`` whose linear layers are used (``metric.lpips`` true, ``metric.spatial`` false).
+        features0: the trunk outputs (``metric.L`` tensors) of the first images (inputs scaled as LPIPS does).
+        features1: the same for the second images.
+    """
+    if not metric.lpips or metric.spatial:
+        raise ValueError("lpips_from_features needs an LPIPS metric with lpips=True and spatial=False")
+    if not len(features0) == len(features1) == metric.L:
+        raise ValueError(f"expected {metric.L} feature maps per image set, got {len(features0)} and {len(features1)}")
+    val: torch.Tensor | int = 0
+    for kk in range(metric.L):
+        diff = (_lpips_pkg.normalize_tensor(features0[kk]) - _lpips_pkg.normalize_tensor(features1[kk])) ** 2
+        val = val + metric.lins[kk](diff).mean([2, 3], keepdim=True)
+    assert isinstance(val, torch.Tensor)
+    return val
 
 
 class LPIPSLoss(nn.Module):

@@ -8,7 +8,7 @@ from typing import Any, Literal, overload
 import torch
 from torch import nn
 
-from sapnet.models.blocks import ConvGRUCell, ConvLSTMCell, RecurrentState, ResidualBlock
+from sapnet.models.blocks import ConvGRUCell, ConvLSTMCell, RecurrentState, ResidualBlock, conv_same
 
 __all__ = ["DerainNet", "DerainNetConfig", "RecurrentKind"]
 
@@ -127,7 +127,7 @@ class DerainNet(nn.Module):
                 z, state = self.cell(z, state)
             for block in self.blocks:
                 z = (block(z) + z).relu_()
-            x = self.output_conv(z) + x0
+            x = conv_same(self.output_conv, z) + x0
             stages.append(x)
         return (x, stages) if return_stages else x
 
