@@ -33,10 +33,9 @@ from sapnet.downstream.metrics import DetectionMAP, SegmentationScores
 from sapnet.downstream.models import Detector, Segmenter
 from sapnet.downstream.targets import BoxTargets, MaskError, read_mask
 from sapnet.evaluation.grid import comparison_grid
-from sapnet.evaluation.runner import Method, resolve_method
+from sapnet.evaluation.runner import Method, resolve_methods
 from sapnet.inference import derain
 from sapnet.metrics import quantize
-from sapnet.models import CheckpointError
 
 __all__ = ["METRIC_LABELS", "DownstreamResult", "evaluate_downstream", "markdown_table"]
 
@@ -182,13 +181,10 @@ def evaluate_downstream(
     problems = list(data.problems)
     for p in problems:
         log(p)
-    resolved: list[Method] = []
-    for m in methods:
-        try:
-            resolved.append(m if isinstance(m, Method) else resolve_method(m))
-        except (CheckpointError, FileNotFoundError, KeyError, OSError) as e:
-            problems.append(f"method {m} left out: {e.args[0] if isinstance(e, KeyError) else e}")
-            log(problems[-1])
+    resolved, failed = resolve_methods(methods)
+    for spec, reason in failed:
+        problems.append(f"method {spec} left out: {reason}")
+        log(problems[-1])
     columns = [RAINY, *(m.name for m in resolved), CLEAN]
     if len(set(columns)) != len(columns):
         raise ValueError(f"column names must be unique, got {columns}; label methods with LABEL=SPEC")

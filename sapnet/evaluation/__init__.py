@@ -9,6 +9,7 @@ from sapnet.evaluation.runner import (
     evaluate,
     parse_dataset,
     resolve_method,
+    resolve_methods,
 )
 from sapnet.evaluation.tables import MetricSpec, Record, markdown_table, write_tables
 
@@ -24,5 +25,6 @@ __all__ = [
     "markdown_table",
     "parse_dataset",
     "resolve_method",
+    "resolve_methods",
     "write_tables",
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "evaluate",
     "parse_dataset",
     "resolve_method",
+    "resolve_methods",
 ]
 
 RAINY = "Rainy"
@@ -137,6 +138,19 @@ def resolve_method(spec: str) -> Method:
     raise KeyError(f"{target!r} is not a folder, a checkpoint file or a shipped model ({valid})")
 
 
+def resolve_methods(methods: Sequence[str | Method]) -> tuple[list[Method], list[tuple[str, str]]]:
+    """:func:`resolve_method` for each spec (:class:`Method` objects pass through): (the methods that load,
+    ``(spec, reason)`` for each one that does not)."""
+    resolved: list[Method] = []
+    failed: list[tuple[str, str]] = []
+    for m in methods:
+        try:
+            resolved.append(m if isinstance(m, Method) else resolve_method(m))
+        except (CheckpointError, FileNotFoundError, KeyError, OSError) as e:
+            failed.append((str(m), str(e.args[0]) if isinstance(e, KeyError) else str(e)))
+    return resolved, failed
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """A dataset to evaluate on: its display name and root folder."""
@@ -206,15 +220,9 @@ def evaluate(
     per_image: list[dict[str, object]] = []
     result = EvaluationResult(records, per_image)
 
-    resolved: list[Method] = []
-    failed_methods: list[tuple[str, str]] = []
-    for m in methods:
-        try:
-            resolved.append(m if isinstance(m, Method) else resolve_method(m))
-        except (CheckpointError, FileNotFoundError, KeyError, OSError) as e:
-            reason = str(e.args[0]) if isinstance(e, KeyError) else str(e)
-            log(f"skipping method {m}: {reason}")
-            failed_methods.append((str(m), reason))
+    resolved, failed_methods = resolve_methods(methods)
+    for name, reason in failed_methods:
+        log(f"skipping method {name}: {reason}")
 
     for ds in (d if isinstance(d, DatasetSpec) else parse_dataset(d) for d in datasets):
         try:
