@@ -25,7 +25,14 @@ from typing import Literal
 
 import torch
 
-from sapnet.data.datasets import LayoutNotFoundError, find_images, find_pairs, natural_sort_key
+from sapnet.data.datasets import (
+    LayoutNotFoundError,
+    _plural,
+    _summarise,
+    find_images,
+    find_pairs,
+    natural_sort_key,
+)
 from sapnet.data.image import IMAGE_EXTENSIONS
 from sapnet.downstream.targets import BoxTargets, ClassMap
 
@@ -82,15 +89,6 @@ class DownstreamSet:
     def paired(self) -> bool:
         """Whether the rainy images come with the set (else they are rendered)."""
         return all(item.rainy is not None for item in self.items)
-
-
-def _summary(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _strip(stem: str, suffixes: tuple[str, ...]) -> str:
@@ -186,15 +184,16 @@ def _match_annotations(
             matched[index] = target
     problems = []
     if missing:
-        problems.append(f"{source.name}: {_plural(len(missing), 'annotated image')} not found: {_summary(missing)}")
+        problems.append(f"{source.name}: {_plural(len(missing), 'annotated image')} not found: {_summarise(missing)}")
     unannotated = [clean.name for i, (_, clean, _) in enumerate(images) if i not in matched]
     if unannotated:
         problems.append(
-            f"{_plural(len(unannotated), 'image')} without an entry in {source.name}, skipped: {_summary(unannotated)}"
+            f"{_plural(len(unannotated), 'image')} without an entry in {source.name}, skipped: "
+            + _summarise(unannotated)
         )
     empty = [images[i][1].name for i, t in matched.items() if len(t) == 0]
     if empty:
-        problems.append(f"{_plural(len(empty), 'image')} without objects (kept as negatives): {_summary(empty)}")
+        problems.append(f"{_plural(len(empty), 'image')} without objects (kept as negatives): {_summarise(empty)}")
     items = [DownstreamItem(n, c, r, boxes=matched[i]) for i, (n, c, r) in enumerate(images) if i in matched]
     return items, problems
 
@@ -217,7 +216,9 @@ def _match_masks(
             items.append(DownstreamItem(name, clean, rainy, mask=mask))
     problems = []
     if missing:
-        problems.append(f"{_plural(len(missing), 'image')} without a mask in {masks_dir}, skipped: {_summary(missing)}")
+        problems.append(
+            f"{_plural(len(missing), 'image')} without a mask in {masks_dir}, skipped: " + _summarise(missing)
+        )
     return items, problems
 
 
