@@ -116,6 +116,12 @@ def test_yaml_base_and_unknown_keys(tmp_path: Path) -> None:
     (tmp_path / "bad3.yaml").write_text("data: {batch_size: many}\n")
     with pytest.raises(ConfigError, match=r"bad3\.yaml.*data\.batch_size must be an integer"):
         TrainConfig.from_yaml(tmp_path / "bad3.yaml")
+    (tmp_path / "bad4.yaml").write_text("loss: {weight_files: {vgg: /x.pth}}\n")
+    with pytest.raises(ConfigError, match=r"loss\.weight_files: unknown keys \['vgg'\]; valid keys: vgg16, lpips"):
+        TrainConfig.from_yaml(tmp_path / "bad4.yaml").validate()
+    (tmp_path / "bad5.yaml").write_text("loss: {ubs_start_epoch: -1}\n")
+    with pytest.raises(ConfigError, match=r"loss\.ubs_start_epoch must be >= 0"):
+        TrainConfig.from_yaml(tmp_path / "bad5.yaml").validate()
 
 
 def test_cli_switches_switch_both_ways() -> None:

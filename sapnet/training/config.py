@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from sapnet.losses.backbones import WEIGHT_FILE_KEYS
 from sapnet.models import DerainNetConfig, create_model
 
 __all__ = ["ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig"]
@@ -245,6 +246,11 @@ class TrainConfig:
                 all(w >= 0 for w in weights) and any(w > 0 for w in weights),
                 "loss weights must be >= 0, at least one > 0",
             )
+        )
+        checks.append((self.loss.ubs_start_epoch >= 0, "loss.ubs_start_epoch must be >= 0"))
+        unknown = sorted(set(self.loss.weight_files or {}) - set(WEIGHT_FILE_KEYS))
+        checks.append(
+            (not unknown, f"loss.weight_files: unknown keys {unknown}; valid keys: {', '.join(WEIGHT_FILE_KEYS)}")
         )
         for ok, message in checks:
             if not ok:
