@@ -148,6 +148,8 @@ def run_downstream(args: argparse.Namespace) -> int:
         AnnotationError,
         ModelUnavailableError,
         RandomModelWarning,
+        TorchvisionDetector,
+        TorchvisionSegmenter,
         create_detector,
         create_segmenter,
         evaluate_downstream,
@@ -204,7 +206,7 @@ def run_downstream(args: argparse.Namespace) -> int:
                 )
     except (DatasetError, AnnotationError, ModelUnavailableError, ValueError) as e:
         return fail(str(e))
-    if args.weights == "random" and not str(getattr(model, "path", "")).endswith(".onnx"):
+    if args.weights == "random" and isinstance(model, (TorchvisionDetector, TorchvisionSegmenter)):
         print(f"warning: {model!r} has RANDOM weights: the scores test the plumbing only", file=sys.stderr)
     try:
         result = evaluate_downstream(

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sapnet.data.builder import pair_seed
+from sapnet.data.builder import _quantise, pair_seed
 from sapnet.data.image import ImageReadError, read_image, write_image
 from sapnet.data.synthesis import synthesize_rain
 from sapnet.downstream.data import DownstreamItem, DownstreamSet
@@ -225,8 +225,7 @@ def evaluate_downstream(
                 rainy = read_image(item.rainy)
             else:
                 rainy_path = (out / "rainy" if out is not None else Path("rainy")) / f"{item.name}.png"
-                rainy = synthesize_rain(clean[None], rain, pair_seed(seed, item.name, 1))[0]
-                rainy = (rainy * 255).round() / 255
+                rainy = _quantise(synthesize_rain(clean[None], rain, pair_seed(seed, item.name, 1))[0])
                 if out is not None:
                     write_image(rainy, rainy_path)
             if rainy.shape != clean.shape:
