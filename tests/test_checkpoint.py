@@ -176,7 +176,7 @@ def test_accepted_metadata_is_loadable(tmp_path: Path, kind: str) -> None:
 def test_create_model_with_weights(tmp_path: Path) -> None:
     model = make_model("prenet", recurrent="gru")
     path = save_model(model, tmp_path / "m.pt", epoch=3)
-    loaded = create_model("prenet", weights=path, **SMALL, recurrent="gru")
+    loaded = create_model("prenet", checkpoint_path=path, **SMALL, recurrent="gru")
     assert not loaded.training
     assert loaded.source == "sapnet" and loaded.metadata == {"epoch": 3}
     assert_same_weights(loaded, model)
@@ -185,7 +185,7 @@ def test_create_model_with_weights(tmp_path: Path) -> None:
 def test_create_model_with_weights_of_another_network(tmp_path: Path) -> None:
     path = save_model(make_model("prenet"), tmp_path / "prenet.pt")
     with pytest.raises(CheckpointError, match="different network") as excinfo:
-        create_model("sapnet", weights=path, **SMALL)
+        create_model("sapnet", checkpoint_path=path, **SMALL)
     message = str(excinfo.value)
     assert str(path) in message
     assert "attention" in message and "dilations" in message
@@ -290,7 +290,7 @@ def test_bad_file(tmp_path: Path, kind: str) -> None:
     assert phrase in message
     # create_model(weights=...) and derain(model=path) go through the same loader.
     with pytest.raises(CheckpointError, match="^" + re.escape(str(path))):
-        create_model("sapnet", weights=path, **SMALL)
+        create_model("sapnet", checkpoint_path=path, **SMALL)
 
 
 def test_checkpoint_error_is_runtime_error() -> None:
@@ -368,10 +368,10 @@ def test_reference_round_trip(tmp_path: Path, reference_model: DerainNet) -> Non
     four = load_model(path, stages=4)
     assert four.config.stages == 4
     # ... and create_model loads them into the matching preset, refusing the other one.
-    assert_same_weights(create_model(name, weights=path), reference_model)
+    assert_same_weights(create_model(name, checkpoint_path=path), reference_model)
     other = "prenet" if name == "sapnet" else "sapnet"
     with pytest.raises(CheckpointError, match="different network"):
-        create_model(other, weights=path)
+        create_model(other, checkpoint_path=path)
 
 
 def test_reference_with_unexpected_key(tmp_path: Path, reference_model: DerainNet) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.error
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from PIL import Image
 import sapnet
 from sapnet.cli import main
 from sapnet.data import tensor_to_array
-from sapnet.models.pretrained import PRETRAINED
 
 SIZE = (24, 20)  # PIL (width, height)
 
@@ -242,41 +242,57 @@ def test_non_checkpoint_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [([], "ships no trained checkpoint"), (["--model", "sapnet-rain100h"], "does not ship trained weights")],
-)
-def test_missing_shipped_checkpoint_exits_2(
-    extra: list[str],
-    message: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty weights cache (``TORCH_HOME``), no mirror, and every download failing as it does offline."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv("SAPNET_WEIGHTS_DIR", raising=False)
+
+    def no_network(url: str, *args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("[Errno -2] Name or service not known (test: offline)")
+
+    monkeypatch.setattr(sapnet.models.hub, "fetch_url", no_network)
+    return tmp_path / "torch-home"
+
+
+@pytest.mark.parametrize("extra", [[], ["--model", "prn_r.rain100h"]])
+def test_registry_weights_unavailable_offline_exits_2(
+    extra: list[str], tmp_path: Path, offline: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    empty = tmp_path / "checkpoints"
-    empty.mkdir()
-    monkeypatch.setenv("SAPNET_CHECKPOINTS", str(empty))
     image = write_rgb(tmp_path / "a.png")
     assert main(["derain", str(image), "-o", str(tmp_path / "out"), *extra]) == 2
     err = capsys.readouterr().err
-    assert message in err and "--checkpoint PATH" in err
+    name = extra[1] if extra else sapnet.models.DEFAULT_MODEL
+    entry = sapnet.models.get_weights(name)
+    for text in (entry.url, str(offline), "SAPNET_WEIGHTS_DIR", f"sapnet weights download {name}", entry.sha256):
+        assert text in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_shipped_checkpoint_is_used_by_default_and_by_name(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: sapnet.DerainNet
+def test_no_model_option_uses_the_default_weights(
+    tmp_path: Path, offline: Path, compat_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = tmp_path / "checkpoints"
-    sapnet.save_model(model, folder / PRETRAINED["sapnet-rain100h"])
-    monkeypatch.setenv("SAPNET_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("SAPNET_WEIGHTS_DIR", str(compat_dir))
     image = write_rgb(tmp_path / "a.png")
-    for extra, out in (([], tmp_path / "o1"), (["--model", "sapnet-rain100h"], tmp_path / "o2")):
-        assert derain(image, "-o", out, *extra) == 0
-        np.testing.assert_array_equal(read_png(out / "a.png"), expected(model, image))
+    assert main(["derain", str(image), "-o", str(tmp_path / "o1")]) == 0
+    default = sapnet.load_model(sapnet.models.DEFAULT_MODEL)
+    np.testing.assert_array_equal(read_png(tmp_path / "o1" / "a.png"), expected(default, image, tile=None))
+    # a registry name, with the mirror given as an option instead of the variable
+    monkeypatch.delenv("SAPNET_WEIGHTS_DIR")
+    argv = ["derain", str(image), "-o", str(tmp_path / "o2"), "--model", "prn_r.rain100h"]
+    assert main([*argv, "--weights-dir", str(compat_dir)]) == 0
+    prn_r = sapnet.load_model("prn_r.rain100h", weights_dir=compat_dir)
+    np.testing.assert_array_equal(read_png(tmp_path / "o2" / "a.png"), expected(prn_r, image, tile=None))
 
 
-@pytest.mark.parametrize(
-    "extra", [["--model", "nope"], ["--model", "sapnet-rain100h", "--checkpoint", "m.pt"], ["--tile", "-1"]]
-)
+def test_unknown_model_name_exits_2_naming_close_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = write_rgb(tmp_path / "a.png")
+    assert main(["derain", str(image), "-o", str(tmp_path / "out"), "--model", "prenet.rain100x"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown pretrained model 'prenet.rain100x'" in err and "prenet.rain100h" in err
+
+
+@pytest.mark.parametrize("extra", [["--model", "prenet.rain100h", "--checkpoint", "m.pt"], ["--tile", "-1"]])
 def test_usage_errors_exit_2(extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["derain", "a.png", "-o", str(tmp_path / "out"), *extra]) == 2
     assert "usage: sapnet derain" in capsys.readouterr().err
@@ -302,9 +318,10 @@ def test_python_dash_m_help() -> None:
     assert result.stdout.startswith("usage: sapnet") and "derain" in result.stdout
 
 
-def test_demo_trains_evaluates_and_writes_grids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_demo_trains_evaluates_and_writes_grids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("SAPNET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("SAPNET_CHECKPOINTS", str(tmp_path / "no-checkpoints"))
     out = tmp_path / "demo"
     assert main(["demo", "--steps", "2", "--out", str(out), "--shared", str(tmp_path / "no-shared")]) == 0
     printed = capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -369,13 +370,28 @@ def test_tiled_apply_calls_fn_in_batches() -> None:
 # --- models, dtypes ----------------------------------------------------------------------------------------
 
 
-def test_default_model_missing_explains_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SAPNET_CHECKPOINTS", str(tmp_path))
-    with pytest.raises(FileNotFoundError) as excinfo:
+def test_default_model_offline_explains_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("SAPNET_WEIGHTS_DIR", raising=False)
+
+    def no_network(url: str, *args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("offline (test)")
+
+    monkeypatch.setattr(sapnet.models.hub, "fetch_url", no_network)
+    with pytest.raises(sapnet.CheckpointError) as excinfo:
         derain(rand_tensor(3, 8, 8))
     message = str(excinfo.value)
-    assert str(tmp_path) in message
-    assert "--checkpoint" in message and "load_model" in message
+    assert str(tmp_path) in message and "offline (test)" in message
+    assert "SAPNET_WEIGHTS_DIR" in message and "sapnet weights download" in message
+    assert not list(tmp_path.rglob("*.pth")) and not list(tmp_path.rglob("*.part"))
+
+
+def test_default_model_and_registry_names(monkeypatch: pytest.MonkeyPatch, compat_dir: Path) -> None:
+    monkeypatch.setenv("SAPNET_WEIGHTS_DIR", str(compat_dir))
+    x = rand_tensor(3, 12, 16)
+    default = sapnet.load_model(sapnet.models.DEFAULT_MODEL)
+    torch.testing.assert_close(derain(x), derain(x, default), rtol=0, atol=0)
+    torch.testing.assert_close(derain(x, "prn_r.rain100l"), derain(x, sapnet.load_model("prn_r.rain100l")))
 
 
 def test_model_given_as_checkpoint_path(model: DerainNet, tmp_path: Path) -> None:

@@ -199,11 +199,24 @@ def test_unknown_or_unavailable_metrics(name: str, data: Path) -> None:
         evaluate([], [str(data)], ["psnr", name])
 
 
-def test_untrained_preset_is_not_a_method(data: Path) -> None:
+def test_registry_names_are_methods(data: Path, compat_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAPNET_WEIGHTS_DIR", str(compat_dir))
     messages: list[str] = []
-    result = evaluate(["prenet"], [str(data)], progress=False, log=messages.append)
-    assert "no trained 'prenet' weights" in messages[0]
-    assert ("prenet", "*") in {(r.method, r.dataset) for r in result.records}
+    result = evaluate(
+        ["prn_r.rain100h", "PRN=prn", "prenet.rain100x"], [str(data)], progress=False, log=messages.append
+    )
+    rows = {(r.method, r.dataset): r for r in result.records}
+    assert rows[("prn_r.rain100h", data.name)].n == rows[("PRN", data.name)].n > 0
+    assert ("prenet.rain100x", "*") in rows  # unknown: reported, listed, the rest ran
+    assert any("unknown pretrained model 'prenet.rain100x'" in m and "prenet.rain100h" in m for m in messages)
+
+
+def test_limit_scores_the_first_images(data: Path, model: sapnet.DerainNet, tmp_path: Path) -> None:
+    result = evaluate([Method("m", model=model)], [str(data)], out=tmp_path, limit=1, progress=False)
+    assert {r.n for r in result.records} == {1}
+    assert "Only the first 1 images" in (tmp_path / "table.md").read_text()
+    with pytest.raises(ValueError, match="limit"):
+        evaluate([], [str(data)], limit=0)
 
 
 def test_metric_registry() -> None:

@@ -117,9 +117,9 @@ def test_prenet_rain100h_loads(compat_dir: Path, golden_input: torch.Tensor) -> 
 )
 def test_public_checkpoints_load_into_their_preset_only(compat_dir: Path, name: str, preset: str) -> None:
     path = checkpoint(compat_dir, name)
-    model = sapnet.create_model(preset, weights=path)
+    model = sapnet.create_model(preset, checkpoint_path=path)
     assert not model.training
     assert model.source == f"{preset}-reference"
     other = "prenet" if preset == "sapnet" else "sapnet"
     with pytest.raises(sapnet.CheckpointError, match="different network"):
-        sapnet.create_model(other, weights=path)
+        sapnet.create_model(other, checkpoint_path=path)

@@ -21,6 +21,13 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "prenet-lstm": ("prenet", {}),
     "prenet-gru": ("prenet", {"recurrent": "gru"}),
     "prenet-none": ("prenet", {"recurrent": "none"}),
+    # the topologies of PReNet's variants, ablations and real-rain models
+    "prenet_r": ("prenet_r", {}),
+    "prn_r": ("prn_r", {}),
+    "prenet_lstm": ("prenet_lstm", {}),
+    "prenet_gru": ("prenet_gru", {}),
+    "prenet_x": ("prenet_x", {}),
+    "prenet_real": ("prenet_real", {}),
 }
 # Odd sizes on purpose: the networks take any H and W (no padding multiple).
 SHAPES = [(1, 3, 17, 23), (2, 3, 17, 23), (1, 3, 5, 4), (3, 3, 1, 1)]
@@ -64,15 +71,16 @@ def test_output_shape_and_dtype(model: DerainNet, shape: tuple[int, ...]) -> Non
 def test_config_is_applied(model: DerainNet) -> None:
     cfg = model.config
     assert cfg.stages == SMALL["stages"] and cfg.channels == SMALL["channels"]
-    assert len(model.blocks) == len(cfg.dilations)
+    assert len(model.blocks) == (1 if cfg.shared_block else len(cfg.dilations))
     assert model.input_conv.out_channels == SMALL["channels"]
+    assert model.input_conv.in_channels == (6 if cfg.stage_input == "concat" else 3)
     dilations = tuple(block.conv1.dilation[0] for block in model.blocks)
-    assert dilations == cfg.dilations
+    assert dilations == (cfg.dilations[:1] if cfg.shared_block else cfg.dilations)
     assert model.source is None and model.metadata == {}
 
 
 def test_presets() -> None:
-    assert list_models() == ["prenet", "sapnet"]
+    assert {"sapnet", "prenet", "prenet_r", "prn", "prn_r"} <= set(list_models())
     sap, pre = create_model("sapnet").config, create_model("prenet").config
     assert (sap.stages, sap.channels, sap.dilations, sap.attention, sap.recurrent) == (
         6,
@@ -186,6 +194,35 @@ def test_create_model_unknown_name() -> None:
     assert "resnet" in message and "prenet" in message and "sapnet" in message
 
 
+def _manual_forward(net: DerainNet, x0: torch.Tensor) -> torch.Tensor:
+    """The stage computation written out for one topology at a time, from the module's own layers."""
+    cfg = net.config
+    x, state = x0, None
+    for _ in range(cfg.stages):
+        inp = torch.cat((x0, x), 1) if cfg.stage_input == "concat" else x
+        z = torch.relu(net.input_conv(inp))
+        if cfg.cell_position == "before" and net.cell is not None:
+            z, state = net.cell(z, state)
+        for k in range(len(cfg.dilations)):
+            block = net.blocks[0 if cfg.shared_block else k]
+            z = torch.relu(block(z) + z)
+        if cfg.cell_position == "after" and net.cell is not None:
+            z, state = net.cell(z, state)
+        x = net.output_conv(z) + (x0 if cfg.input_skip else 0)
+    return x
+
+
+@pytest.mark.parametrize("key", ["prenet_r", "prn_r", "prenet_lstm", "prenet_gru", "prenet_x", "prenet_real"])
+def test_topology_options(key: str, x: torch.Tensor) -> None:
+    net = make_model(key)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), _manual_forward(net, x))
+    if net.config.shared_block:  # one block's weights for five uses
+        unshared = create_model(key.replace("_r", ""), **SMALL)
+        one_block = sum(p.numel() for p in unshared.blocks[0].parameters())
+        assert sum(p.numel() for p in unshared.parameters()) - sum(p.numel() for p in net.parameters()) == 4 * one_block
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -195,6 +232,9 @@ def test_create_model_unknown_name() -> None:
         {"dilations": ()},
         {"dilations": (1, 0)},
         {"recurrent": "rnn"},
+        {"cell_position": "middle"},
+        {"stage_input": "both"},
+        {"shared_block": True, "dilations": (1, 2)},
     ],
     ids=lambda o: ",".join(f"{k}={v!r}" for k, v in o.items()),
 )
@@ -213,13 +253,14 @@ def test_create_model_unknown_override() -> None:
 @pytest.mark.parametrize(
     "config",
     [
-        sapnet.models.PRESETS["sapnet"],
-        sapnet.models.PRESETS["prenet"],
+        sapnet.models.ARCHITECTURES["sapnet"].config,
+        sapnet.models.ARCHITECTURES["prenet"].config,
+        sapnet.models.ARCHITECTURES["prenet_real"].config,
         DerainNetConfig(
             stages=3, channels=16, dilations=(1, 3), attention=True, recurrent="gru", attention_reduction=4
         ),
     ],
-    ids=["sapnet", "prenet", "custom"],
+    ids=["sapnet", "prenet", "prenet_real", "custom"],
 )
 def test_config_dict_round_trip(config: DerainNetConfig) -> None:
     d = config.to_dict()
@@ -243,7 +284,7 @@ def test_config_dilations_list_becomes_tuple() -> None:
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning")  # the issue asks for trace
-@pytest.mark.parametrize("key", ["sapnet-lstm", "prenet-gru"])
+@pytest.mark.parametrize("key", ["sapnet-lstm", "prenet-gru", "prenet_real", "prn_r"])
 def test_jit_trace_generalises_to_other_sizes(key: str) -> None:
     net = make_model(key)
     with torch.no_grad():

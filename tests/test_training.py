@@ -393,3 +393,29 @@ def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path: Path, data: tup
     assert all(torch.equal(saved[k], a[k]) for k in a)
     assert sapnet.load_model(out / "last.pt").metadata["step"] == 3
     assert len((out / "log.csv").read_text().splitlines()) == 4  # rank 0 only
+
+
+def test_model_from_published_weights(compat_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAPNET_WEIGHTS_DIR", str(compat_dir))
+    cfg = TrainConfig()
+    cfg.set("model.preset", "prn_r.rain100h")
+    cfg.set("model.pretrained", True)
+    net = cfg.model.build()
+    published = sapnet.create_model("prn_r.rain100h", pretrained=True)
+    assert net.training and net.config == published.config
+    for a, b in zip(net.state_dict().values(), published.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    cfg.set("model.preset", "prn_r.rain100x")
+    with pytest.raises(ConfigError, match="did you mean"):
+        cfg.model.build()
+    cfg.set("model.preset", "prn_r")
+    cfg.set("model.dilations", [1, 2, 4])  # a shared block with several dilations cannot be built
+    with pytest.raises(ConfigError, match="shared_block"):
+        cfg.validate()
+
+
+def test_cli_model_and_pretrained_options() -> None:
+    args = build_parser().parse_args(["train", "--model", "prn_r.rain100h", "--pretrained"])
+    cfg = config_from_args(args)
+    assert (cfg.model.preset, cfg.model.pretrained) == ("prn_r.rain100h", True)
+    assert config_from_args(build_parser().parse_args(["train"])).model.pretrained is False

@@ -3,10 +3,10 @@
 1. builds the embedded demo set (procedural clean images + heavy synthetic rain, no download);
 2. trains SAPNet on it for a few hundred steps (``sapnet train``, SSIM term only: the other three SAPNet losses
    need ImageNet backbones, which this demo does not download; ``train.py --backbones random`` runs them all);
-3. evaluates Rainy vs the trained model (and the shipped checkpoint, when ``checkpoints/`` holds one) on the
-   demo test images: a PSNR / SSIM table and a before/after grid;
-4. when the project's shared data is present, also derains a few real Rain100L images with the public SAPNet
-   checkpoint.
+3. evaluates Rainy vs the trained model (and sapnet's default published weights, when they can be had: from
+   ``--shared``'s ``compat/`` folder, ``$SAPNET_WEIGHTS_DIR`` or the cache) on the demo test images: a PSNR /
+   SSIM table and a before/after grid;
+4. when the project's shared data is present, also derains a few real Rain100L images with the default weights.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import sapnet
 from sapnet.data import demo_dataset
 from sapnet.evaluation import Method, comparison_grid, evaluate
-from sapnet.models.pretrained import default_checkpoint
+from sapnet.models import DEFAULT_MODEL, DerainNet, WeightsError
 from sapnet.training import TrainConfig, Trainer
 
 
@@ -62,13 +62,21 @@ def _train(data: Path, out: Path, steps: int) -> Path:
     return result.best
 
 
-def _real_images(shared: Path, out: Path, count: int) -> None:
-    checkpoint = shared / "compat" / "sapnet_official_rain100h.pth"
+def _default_model(shared: Path) -> DerainNet | None:
+    """The default published weights, from ``shared/compat`` first (no download needed), else as usual."""
+    mirror = shared / "compat"
+    try:
+        return sapnet.load_model(DEFAULT_MODEL, weights_dir=mirror if mirror.is_dir() else None)
+    except WeightsError as e:
+        print(f"(default weights {DEFAULT_MODEL} not available: {e})")
+        return None
+
+
+def _real_images(shared: Path, model: DerainNet | None, out: Path, count: int) -> None:
     rain100l = shared / "data" / "Rain100L"
-    if not (checkpoint.is_file() and (rain100l / "rain").is_dir()):
-        print(f"(no {checkpoint} / {rain100l}: skipping the real-image part)")
+    if model is None or not (rain100l / "rain").is_dir():
+        print(f"(no default weights or no {rain100l}: skipping the real-image part)")
         return
-    model = sapnet.load_model(checkpoint)
     rows = []
     for rainy_path in sorted((rain100l / "rain").glob("*.png"))[:count]:
         rainy = sapnet.read_image(rainy_path)
@@ -76,8 +84,8 @@ def _real_images(shared: Path, out: Path, count: int) -> None:
         sapnet.write_image(derained, out / rainy_path.name)
         rows.append([rainy, derained, sapnet.read_image(rain100l / "clean" / rainy_path.name)])
     grid = out / "grid.png"
-    comparison_grid(rows, ["rainy", "SAPNet (public checkpoint)", "clean"]).save(grid)
-    print(f"real Rain100L images derained with {checkpoint.name}: {out}, grid {grid}")
+    comparison_grid(rows, ["rainy", DEFAULT_MODEL, "clean"]).save(grid)
+    print(f"real Rain100L images derained with {DEFAULT_MODEL}: {out}, grid {grid}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,17 +99,16 @@ def run(args: argparse.Namespace) -> int:
 
     print("[3/4] evaluating on the demo test images")
     methods: list[str | Method] = [Method("SAPNet (demo-trained)", model=sapnet.load_model(best))]
-    try:
-        methods.append(Method("SAPNet (shipped)", model=sapnet.load_model(default_checkpoint())))
-    except FileNotFoundError:
-        print("(no trained weights in checkpoints/ yet: only the demo-trained model is evaluated)")
+    default = _default_model(args.shared)
+    if default is not None:
+        methods.append(Method(f"{DEFAULT_MODEL} (published)", model=default))
     result = evaluate(
         methods, [f"demo={data / 'test'}"], ["psnr", "ssim"], args.out / "eval", progress=False, grid_images=4
     )
     print(result.files["md"].read_text())
 
     print("[4/4] real rainy images")
-    _real_images(args.shared, args.out / "real", args.images)
+    _real_images(args.shared, default, args.out / "real", args.images)
 
     print()
     print(f"done in {time.perf_counter() - t0:.0f} s; everything is under {args.out}:")

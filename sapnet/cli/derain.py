@@ -17,8 +17,7 @@ from tqdm import tqdm
 import sapnet
 from sapnet.data import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
 from sapnet.inference import DEFAULT_TILE, DEFAULT_TILE_OVERLAP
-from sapnet.models import CheckpointError, DerainNet, load_model
-from sapnet.models.pretrained import PRETRAINED, default_checkpoint, pretrained_checkpoint
+from sapnet.models import DEFAULT_MODEL, CheckpointError, DerainNet, load_model
 
 __all__ = ["Job", "add_parser", "expand_inputs", "plan_jobs", "run"]
 
@@ -66,15 +65,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     weights = p.add_mutually_exclusive_group()
     weights.add_argument(
         "--model",
-        choices=sorted(PRETRAINED),
-        metavar="NAME",
-        help=f"a checkpoint shipped with sapnet: {', '.join(sorted(PRETRAINED))} (default: the best one shipped)",
+        metavar="NAME|PATH",
+        help="published weights by registry name (`sapnet models --pretrained` lists them; fetched and cached on "
+        f"first use) or a checkpoint file / save_pretrained folder (default: {DEFAULT_MODEL})",
     )
     weights.add_argument(
         "--checkpoint",
         type=Path,
         metavar="PATH",
-        help="any checkpoint file: sapnet's format or a public SAPNet / PReNet .pth",
+        help="any checkpoint file: sapnet's format or a public SAPNet / PReNet-family .pth",
+    )
+    p.add_argument(
+        "--weights-dir",
+        type=Path,
+        metavar="DIR",
+        help="offline mirror folder searched (recursively, by SHA-256) for published weights before the cache "
+        "and the download (default: $SAPNET_WEIGHTS_DIR)",
     )
     p.add_argument(
         "--tile",
@@ -169,14 +175,9 @@ def plan_jobs(files: Sequence[Path], outdir: Path) -> list[Job]:
 
 
 def _load(args: argparse.Namespace) -> tuple[DerainNet, torch.device]:
-    """The model of ``--checkpoint`` / ``--model`` / the default checkpoint, on ``--device``."""
-    if args.checkpoint is not None:
-        path = args.checkpoint
-    elif args.model is not None:
-        path = pretrained_checkpoint(args.model)
-    else:
-        path = default_checkpoint()
-    model = load_model(path)
+    """The model of ``--checkpoint`` / ``--model`` / the default weights, on ``--device``."""
+    target = args.checkpoint if args.checkpoint is not None else args.model or DEFAULT_MODEL
+    model = load_model(target, weights_dir=args.weights_dir)
     device = torch.device(args.device)
     return model.to(device), device
 
@@ -199,8 +200,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         model, device = _load(args)
-    except FileNotFoundError as e:
-        say(f"error: {e}")
+    except KeyError as e:
+        say(f"error: {e.args[0]}")
         return 2
     except CheckpointError as e:
         say(f"error: {_one_line(e)}")

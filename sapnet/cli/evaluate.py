@@ -29,8 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="append",
         default=[],
         metavar="[LABEL=]M",
-        help="a checkpoint file (ours or a public SAPNet/PReNet .pth), a shipped model name, or a folder of "
-        "precomputed outputs of any method (DIR/<dataset>/<name>.png or DIR/<name>.png); repeatable",
+        help="a registry name (e.g. prenet.rain100h; `sapnet models --pretrained` lists them), a checkpoint "
+        "file (ours or a public SAPNet/PReNet .pth), or a folder of precomputed outputs of any method "
+        "(DIR/<dataset>/<name>.png or DIR/<name>.png); repeatable",
     )
     p.add_argument(
         "--task",
@@ -63,6 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--device", default=None, help="where networks run (default: cpu)")
     p.add_argument("--tile", type=int, default=None, metavar="N", help="derain in N x N tiles (default: whole)")
     p.add_argument("--grid-images", type=int, default=4, metavar="K", help="images per comparison grid")
+    p.add_argument(
+        "--limit", type=_positive_int, default=None, metavar="N", help="score the first N images of each dataset"
+    )
     g = p.add_argument_group("detection / segmentation (--task)")
     g.add_argument(
         "--detector",
@@ -102,9 +106,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     g.add_argument("--rain", default="heavy", metavar="PRESET", help="rain preset for clean-only sets (default heavy)")
     g.add_argument("--seed", type=int, default=0, help="rain seed for clean-only sets (default 0)")
-    g.add_argument("--limit", type=int, default=None, metavar="N", help="score the first N images (e.g. 150)")
     p.set_defaults(run=run)
     return p
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _metric(name: str) -> str:
@@ -130,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         tile=args.tile,
         grid_images=args.grid_images,
+        limit=args.limit,
         log=lambda message: print(message, file=sys.stderr),
     )
     print(result.files["md"].read_text())

@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from sapnet import __version__
-from sapnet.cli import demo, derain, download, evaluate, synth, train
+from sapnet.cli import demo, derain, download, evaluate, models, synth, train, weights
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (derain, evaluate, demo, synth, download, train)
+SUBCOMMANDS = (derain, evaluate, models, weights, demo, synth, download, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

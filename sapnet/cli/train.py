@@ -40,6 +40,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="KEY=VALUE",
         help="override any config key, e.g. --set optim.gamma=0.5 (VALUE is read as YAML); repeatable",
     )
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="the network: a registry architecture (sapnet, prenet, prn, ...: `sapnet models`) or arch.tag",
+    )
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        default=None,
+        help="start from the published weights of --model (fine-tuning; `sapnet models --pretrained`)",
+    )
     p.add_argument("--data", metavar="DIR", help="paired training folder, any layout (default: the demo set)")
     p.add_argument("--val", metavar="DIR", help="paired validation folder")
     p.add_argument("--out", metavar="DIR", help="output folder (logs, curves, last.pt, best.pt)")
@@ -96,6 +107,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
         cfg.set(key.strip(), value, source="--set")
     direct = {
+        "model": "model.preset",
+        "pretrained": "model.pretrained",
         "data": "data.train",
         "val": "data.val",
         "out": "run.out",

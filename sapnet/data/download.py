@@ -38,6 +38,7 @@ __all__ = [
     "ManualDownloadError",
     "default_data_dir",
     "download",
+    "fetch_url",
     "get_download",
     "sha256sum",
 ]
@@ -241,8 +242,14 @@ def sha256sum(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
-    """Download ``url`` into ``part``, resuming from its current size when the server honours ``Range``."""
+def fetch_url(url: str, part: Path, timeout: float = 10.0, progress: bool = True) -> None:
+    """Download ``url`` (``http(s)://``, ``file://``) into ``part``, resuming from its current size when the server
+    honours ``Range``; a tqdm bar shows the bytes when ``progress``.
+
+    Raises:
+        urllib.error.URLError / HTTPError, TimeoutError, ConnectionError, http.client.HTTPException: as urllib
+        raises them; what was received stays in ``part``.
+    """
     from sapnet import __version__  # here: sapnet/__init__ imports this package
 
     offset = part.stat().st_size if part.exists() else 0
@@ -394,7 +401,7 @@ def download(
             resume = f" (resuming at {part.stat().st_size} bytes)" if part.exists() else ""
             log(f"downloading {url} -> {file}{resume}")
             try:
-                _fetch(url, part, timeout, progress)
+                fetch_url(url, part, timeout, progress)
             except urllib.error.HTTPError as e:
                 errors.append(f"{url}: HTTP {e.code} {e.reason}")
                 continue

@@ -9,7 +9,6 @@ averaged over the images. Precomputed outputs of other methods are read from the
 from __future__ import annotations
 
 import csv
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,8 +26,6 @@ from sapnet.evaluation.tables import MetricSpec, Record, write_tables
 from sapnet.inference import derain
 from sapnet.metrics import brisque, psnr, quantize, ssim
 from sapnet.models import CheckpointError, load_model
-from sapnet.models.factory import PRESETS
-from sapnet.models.pretrained import PRETRAINED, pretrained_checkpoint
 
 __all__ = [
     "METRICS",
@@ -110,32 +107,19 @@ class Method:
 
 
 def resolve_method(spec: str) -> Method:
-    """``[LABEL=]SPEC`` -> :class:`Method`. SPEC is a folder of precomputed outputs, a checkpoint file (ours or
-    a public SAPNet / PReNet file), or the name of a checkpoint shipped with sapnet (or of its preset).
+    """``[LABEL=]SPEC`` -> :class:`Method`. SPEC is a folder of precomputed outputs, or anything
+    :func:`sapnet.load_model` reads: a registry name (``prenet.rain100h``), a checkpoint file (ours or a public
+    SAPNet / PReNet file) or a ``save_pretrained`` folder (one holding ``config.json``).
 
     Raises:
-        CheckpointError / FileNotFoundError / KeyError: with a message naming what is wrong.
+        CheckpointError / KeyError: with a message naming what is wrong (``KeyError``: the closest valid names).
     """
     label, _, target = spec.rpartition("=")
     path = Path(target).expanduser()
-    if path.is_dir():
+    if path.is_dir() and not (path / "config.json").is_file():
         return Method(label or path.name, outputs_dir=path)
-    if path.is_file():
-        return Method(label or path.stem, model=load_model(path))
-    if target in PRETRAINED:
-        return Method(label or target, model=load_model(pretrained_checkpoint(target)))
-    if target in PRESETS:
-        shipped = [name for name in PRETRAINED if name.split("-")[0] == target]
-        if not shipped:
-            raise FileNotFoundError(
-                f"sapnet ships no trained {target!r} weights (an untrained network is not a method to score); "
-                "pass a checkpoint file instead"
-            )
-        return Method(label or target, model=load_model(pretrained_checkpoint(shipped[0])))
-    if os.sep in target or path.suffix:
-        raise FileNotFoundError(f"{target}: no such file or folder")
-    valid = ", ".join(sorted({*PRETRAINED, *PRESETS}))
-    raise KeyError(f"{target!r} is not a folder, a checkpoint file or a shipped model ({valid})")
+    model = load_model(target)
+    return Method(label or (path.stem if path.exists() else target), model=model)
 
 
 def resolve_methods(methods: Sequence[str | Method]) -> tuple[list[Method], list[tuple[str, str]]]:
@@ -195,6 +179,7 @@ def evaluate(
     device: torch.device | str | None = None,
     tile: int | None = None,
     grid_images: int = 4,
+    limit: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> EvaluationResult:
@@ -211,10 +196,14 @@ def evaluate(
             ``save_outputs``, ``outputs/<method>/<dataset>/<name>.png`` (the quantised outputs that were scored).
         device, tile: passed to :func:`sapnet.derain`.
         grid_images: images per dataset in the comparison grid (0: none).
+        limit: score only the first ``limit`` images of each dataset (in the datasets' natural order); the
+            tables say so. ``None``: all.
         progress: show tqdm progress bars.
         log: where messages about skipped inputs go.
     """
     check_metrics(metrics)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
     chosen = [METRICS[m] for m in metrics]
     records: list[Record] = []
     per_image: list[dict[str, object]] = []
@@ -231,6 +220,8 @@ def evaluate(
             log(f"skipping dataset {ds.name}: {e}")
             records.append(Record(RAINY, ds.name, skipped=[("*", str(e))]))
             continue
+        if limit is not None:
+            items = items[:limit]
         active = [m for m in chosen if paired or not m.paired]
         if not active:
             log(f"skipping dataset {ds.name}: unpaired, and none of {list(metrics)} is a no-reference metric")
@@ -282,7 +273,7 @@ def evaluate(
         for name, rec in rows.items():
             rec.values = {k: v / rec.n for k, v in sums[name].items()} if rec.n else {}
             records.append(rec)
-        for warning in _benchmark_warnings(ds.name, len(items), rows[RAINY].values.get("psnr")):
+        for warning in [] if limit else _benchmark_warnings(ds.name, len(items), rows[RAINY].values.get("psnr")):
             log(f"warning: {warning}")
         if out is not None and grid_rows:
             titles = [*rows, *(["Clean"] if paired else [])]
@@ -295,7 +286,8 @@ def evaluate(
         records.append(Record(name, "*", skipped=[("*", reason)]))
     if out is not None:
         specs = [m.spec for m in chosen]
-        result.files.update(write_tables(records, specs, out, note=_PROTOCOL_NOTE))
+        note = _PROTOCOL_NOTE + (f" Only the first {limit} images of each dataset were scored." if limit else "")
+        result.files.update(write_tables(records, specs, out, note=note))
         result.files["per_image"] = _write_per_image(per_image, [s.key for s in specs], out / "per_image.csv")
     return result
 

@@ -6,7 +6,6 @@ import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -15,8 +14,7 @@ from PIL import Image
 
 from sapnet.data.image import array_to_tensor, pil_to_tensor, tensor_to_array, tensor_to_pil, to_rgb_channels
 from sapnet.inference.tiling import DEFAULT_TILE_OVERLAP, check_tiling, tiled_apply
-from sapnet.models import load_model
-from sapnet.models.pretrained import default_checkpoint
+from sapnet.models import DEFAULT_MODEL, load_model
 
 __all__ = ["derain", "resolve_model"]
 
@@ -66,15 +64,17 @@ def _from_input(image: Any, index: int | None) -> list[_Item]:
 
 
 def resolve_model(model: torch.nn.Module | str | os.PathLike[str] | None) -> torch.nn.Module:
-    """Turn ``derain``'s ``model`` argument into a module: a module is used as is, a path is loaded with
-    :func:`sapnet.load_model`, ``None`` means the best checkpoint shipped with sapnet."""
+    """Turn ``derain``'s ``model`` argument into a module: a module is used as is, a registry name or a path is
+    loaded with :func:`sapnet.load_model`, ``None`` means the default weights (:data:`sapnet.models.DEFAULT_MODEL`)."""
     if isinstance(model, torch.nn.Module):
         return model
     if model is None:
-        return load_model(default_checkpoint())
+        return load_model(DEFAULT_MODEL)
     if isinstance(model, (str, os.PathLike)):
-        return load_model(Path(model))
-    raise TypeError(f"model must be a torch.nn.Module, a checkpoint path or None, got {type(model).__name__}")
+        return load_model(model)
+    raise TypeError(
+        f"model must be a torch.nn.Module, a registry name, a checkpoint path or None, got {type(model).__name__}"
+    )
 
 
 @torch.inference_mode()
@@ -123,9 +123,11 @@ def derain(
         images: a PIL image; a HxWx3 ``uint8`` / ``uint16`` / float ``[0, 1]`` array; a float tensor (3, H, W)
             or (N, 3, H, W) in [0, 1] (``uint8`` tensors are scaled by 255); or a list of these, of any sizes.
             Grayscale (1 channel) and RGBA inputs are converted to RGB with a warning.
-        model: a derain network (e.g. from :func:`sapnet.load_model`), a checkpoint path, or ``None`` for the
-            best checkpoint shipped with sapnet. A module passed in is moved, in place, to ``device`` and to
-            channels_last (faster on CPU and GPU; the values are unchanged) and set to eval mode.
+        model: a derain network (e.g. from :func:`sapnet.load_model`), a registry name (``"prenet.rain100h"``,
+            see ``sapnet.list_models(pretrained=True)``), a checkpoint path, or ``None`` for the default weights
+            (:data:`sapnet.models.DEFAULT_MODEL`, fetched like any registry weights). A module passed in is
+            moved, in place, to ``device`` and to channels_last (faster on CPU and GPU; the values are unchanged)
+            and set to eval mode.
         device: where the network runs (default: the model's device). Images stay on the CPU; only the
             batches or tiles being processed are moved.
         tile: tile edge in pixels; ``None`` processes whole images. Tiles overlap by ``tile_overlap`` and are

@@ -7,7 +7,7 @@ Our format is a dict saved with ``torch.save``::
      "state_dict": {name: tensor},             # no "module." prefix
      "metadata": {...}}                        # training metadata, plain Python types
 
-Training checkpoints add entries (optimizer, scheduler, ...) beside these; :func:`load_model` ignores them.
+Training checkpoints add entries (optimizer, scheduler, ...) beside these; :func:`sapnet.load_model` ignores them.
 The public reference checkpoints are plain state dicts (SAPNet's with a ``module.`` prefix from
 ``DataParallel``); their names are mapped to ours.
 Every file is read with ``torch.load(..., weights_only=True)`` and loaded strictly.
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from sapnet.models.derain_net import DerainNet, DerainNetConfig
+from sapnet.models.derain_net import DerainNet, DerainNetConfig, RecurrentKind
 
 __all__ = [
     "FORMAT",
@@ -34,7 +34,6 @@ __all__ = [
     "CheckpointError",
     "convert_reference_state_dict",
     "load_checkpoint",
-    "load_model",
     "load_weights",
     "save_model",
 ]
@@ -154,13 +153,14 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 
 # --- reference checkpoints ---------------------------------------------------------------------------
 
-_LSTM_GATES = {
-    "conv_i": "input_gate",
-    "conv_f": "forget_gate",
-    "conv_g": "cell_gate",
-    "conv_o": "output_gate",
-}
+_LSTM_GATES = {"conv_i": "input_gate", "conv_f": "forget_gate", "conv_g": "cell_gate", "conv_o": "output_gate"}
+_GRU_GATES = {"conv_z": "update_gate", "conv_b": "reset_gate", "conv_g": "candidate"}
 _CRA_NAMES = {"conv_du.0": "reduce", "conv_du.2": "expand", "conv_1_1": "skip"}
+_REFERENCE_BLOCKS = 5
+"""Residual blocks of every reference network; a file with only ``res_conv1`` applies it this many times."""
+
+TOPOLOGY_FIELDS = ("stages", "input_skip", "cell_position")
+"""The :class:`DerainNetConfig` fields that a reference state dict does not reveal (same keys, other function)."""
 
 
 def _reference_kind(keys: set[str]) -> str | None:
@@ -174,27 +174,36 @@ def _reference_kind(keys: set[str]) -> str | None:
 
 
 def convert_reference_state_dict(
-    state_dict: Mapping[str, torch.Tensor], stages: int = 6
+    state_dict: Mapping[str, torch.Tensor], stages: int = 6, config: DerainNetConfig | None = None
 ) -> tuple[DerainNetConfig, dict[str, torch.Tensor], str]:
-    """Map a public SAPNet or PReNet state dict to our names and infer its config.
+    """Map a public SAPNet or PReNet-family state dict to our names and infer its config.
+
+    What the keys show is read from them: SAPNet or PReNet blocks, the recurrent cell (ConvLSTM ``conv_i/f/g/o``,
+    ConvGRU ``conv_z/b/g``, none: PRN), one shared block (``res_conv1`` only: PReNet_r, PRN_r) and a 3-channel
+    input convolution (PReNet_x). The authors' GRU and PReNet_x networks have no input skip, so neither does
+    the inferred config. What the keys cannot show (:data:`TOPOLOGY_FIELDS`: stage count, input skip, cell
+    before or after the blocks) is taken from ``config`` when given (e.g. a registry entry identified by the
+    file's hash), else defaults to the published PReNet / SAPNet (``stages``, skip on, cell before).
 
     Args:
         state_dict: the reference ``state_dict`` (a ``module.`` prefix is removed).
-        stages: number of stages (not stored in the reference files; both papers use 6).
+        stages: number of stages when ``config`` is not given (not stored in the files; both papers use 6).
+        config: the network the file is known to encode; it must agree with what the keys show.
 
     Returns:
         ``(config, state_dict, source)`` with ``source`` ``"sapnet-reference"`` or ``"prenet-reference"``.
 
     Raises:
-        CheckpointError: the keys are not those of a reference SAPNet / PReNet (LSTM) network.
+        CheckpointError: the keys are not those of a reference network, or disagree with ``config``.
     """
     sd = dict(state_dict)
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
-    kind = _reference_kind(set(sd))
+    keys = set(sd)
+    kind = _reference_kind(keys)
     if kind is None:
         raise CheckpointError(
-            "keys are not those of a SAPNet or PReNet (LSTM) reference checkpoint; found: " + _listing(sorted(sd))
+            "keys are not those of a SAPNet or PReNet-family reference checkpoint; found: " + _listing(sorted(sd))
         )
     sapnet = kind == "sapnet-reference"
     blocks = sorted({int(m.group(1)) for k in sd if (m := re.match(r"res_conv(\d+)\.", k))})
@@ -203,14 +212,33 @@ def convert_reference_state_dict(
     base_dilations = (1, 2, 4, 8, 16, 32, 64, 128)
     if len(blocks) > len(base_dilations):
         raise CheckpointError(f"{len(blocks)} residual blocks: the reference networks have at most 5")
-    channels = sd["conv0.0.weight"].shape[0]
-    config = DerainNetConfig(
+    shared = len(blocks) == 1 and not sapnet
+    uses = _REFERENCE_BLOCKS if shared else len(blocks)
+    recurrent: RecurrentKind
+    if "conv_i.0.weight" in keys:
+        recurrent, gates = "lstm", _LSTM_GATES
+    elif "conv_z.0.weight" in keys:
+        recurrent, gates = "gru", _GRU_GATES
+    else:
+        recurrent, gates = "none", {}
+    estimate_only = sd["conv0.0.weight"].shape[1] == 3
+    inferred = DerainNetConfig(
         stages=stages,
-        channels=channels,
-        dilations=base_dilations[: len(blocks)] if sapnet else (1,) * len(blocks),
+        channels=sd["conv0.0.weight"].shape[0],
+        dilations=base_dilations[:uses] if sapnet else (1,) * uses,
         attention=sapnet,
-        recurrent="lstm",
+        recurrent=recurrent,
+        shared_block=shared,
+        input_skip=not (estimate_only or recurrent == "gru"),
+        stage_input="estimate" if estimate_only else "concat",
     )
+    if config is not None:
+        shown = {k: v for k, v in inferred.to_dict().items() if k not in TOPOLOGY_FIELDS}
+        wanted = config.to_dict()
+        diff = [f"{k}: expected {wanted[k]!r}, the keys show {v!r}" for k, v in shown.items() if wanted[k] != v]
+        if diff:
+            raise CheckpointError("the weights are not those of the expected network (" + "; ".join(diff) + ")")
+        inferred = config
 
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
@@ -224,8 +252,13 @@ def convert_reference_state_dict(
 
     take("conv0.0", "input_conv")
     take("conv.0", "output_conv")
-    for ref, ours in _LSTM_GATES.items():
+    for ref, ours in gates.items():
         take(f"{ref}.0", f"cell.{ours}")
+    if recurrent == "gru":
+        # The reference candidate sees cat(reset * h, z); ours sees cat(z, reset * h): swap the input halves.
+        w = out["cell.candidate.weight"]
+        half = w.shape[1] // 2
+        out["cell.candidate.weight"] = torch.cat((w[:, half:], w[:, :half]), dim=1)
     for k in blocks:
         src, dst = f"res_conv{k}", f"blocks.{k - 1}"
         if sapnet:
@@ -240,7 +273,7 @@ def convert_reference_state_dict(
     unused = sorted(set(sd) - used)
     if unused:
         raise CheckpointError(f"unexpected keys for a {kind} checkpoint: {_listing(unused)}")
-    return config, out, kind
+    return inferred, out, kind
 
 
 # --- loading -------------------------------------------------------------------------------------------
@@ -266,12 +299,16 @@ def _torch_load(path: Path) -> Any:
         ) from e
 
 
-def load_checkpoint(path: str | os.PathLike[str], stages: int = 6) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike[str], stages: int = 6, reference_config: DerainNetConfig | None = None
+) -> Checkpoint:
     """Read a checkpoint file of any supported kind into our naming (on the CPU).
 
     Args:
-        path: our format, the public SAPNet file (``module.`` prefix) or a public PReNet file.
-        stages: stage count for the reference files, which do not record it.
+        path: our format, the public SAPNet file (``module.`` prefix) or a public PReNet-family file.
+        stages: stage count for the reference files, which do not record it (ignored with ``reference_config``).
+        reference_config: for a reference file, the network it is known to encode (see
+            :func:`convert_reference_state_dict`); ``None``: inferred from its keys.
 
     Raises:
         CheckpointError: missing, truncated or foreign file, naming the file and what did not match.
@@ -296,7 +333,7 @@ def load_checkpoint(path: str | os.PathLike[str], stages: int = 6) -> Checkpoint
         and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     ):
         try:
-            config, state_dict, source = convert_reference_state_dict(obj, stages=stages)
+            config, state_dict, source = convert_reference_state_dict(obj, stages=stages, config=reference_config)
         except CheckpointError as e:
             raise CheckpointError(f"{path}: not a SAPNet/PReNet checkpoint: {e}") from None
         return Checkpoint(config, state_dict, {}, source, path)
@@ -335,21 +372,3 @@ def load_weights(model: DerainNet, checkpoint: Checkpoint) -> DerainNet:
     model.load_state_dict(checkpoint.state_dict, strict=True)
     model.source, model.metadata = checkpoint.source, dict(checkpoint.metadata)
     return model
-
-
-def load_model(path: str | os.PathLike[str], *, device: torch.device | str | None = None, stages: int = 6) -> DerainNet:
-    """Build the network stored in ``path`` and load its weights; returned in eval mode.
-
-    Args:
-        path: our checkpoint format, the public SAPNet checkpoint or a public PReNet checkpoint.
-        device: where to put the model (default: CPU).
-        stages: stage count for the public files, which do not record it (default 6, as published).
-
-    Raises:
-        CheckpointError: unreadable, truncated or foreign file, or weights that do not fit.
-    """
-    ckpt = load_checkpoint(path, stages=stages)
-    model = load_weights(DerainNet(ckpt.config), ckpt)
-    if device is not None:
-        model.to(device)
-    return model.eval()

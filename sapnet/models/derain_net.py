@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Literal, overload
 
 import torch
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from sapnet.models.blocks import ConvGRUCell, ConvLSTMCell, RecurrentState, ResidualBlock, conv_same
 
-__all__ = ["DerainNet", "DerainNetConfig", "RecurrentKind"]
+__all__ = ["CellPosition", "DerainNet", "DerainNetConfig", "RecurrentKind", "StageInput"]
 
 RecurrentKind = Literal["lstm", "gru", "none"]
+CellPosition = Literal["before", "after"]
+StageInput = Literal["concat", "estimate"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,16 @@ class DerainNetConfig:
         recurrent: the cell that carries state across stages: ``"lstm"`` (both papers), ``"gru"`` or
             ``"none"``.
         attention_reduction: CRA bottleneck ratio (32 channels -> 2).
+        shared_block: one residual block, its weights shared, applied ``len(dilations)`` times (PReNet_r and
+            PRN_r, the authors' "intra-stage recursive" variants); all dilations must then be equal.
+        input_skip: each stage predicts a residual added to the rainy input, ``x = output_conv(z) + x0``
+            (both papers); ``False``: the stage predicts the image itself, ``x = output_conv(z)``
+            (PReNet's ablations and real-rain models).
+        cell_position: where the recurrent cell sits in a stage: ``"before"`` the residual blocks (both papers)
+            or ``"after"`` them (PReNet's real-rain ``Generator_lstm``).
+        stage_input: what the input convolution sees: ``"concat"`` the rainy input and the previous estimate
+            (6 channels, both papers) or only the previous ``"estimate"`` (3 channels, PReNet's ablation
+            ``PReNet_x``).
     """
 
     stages: int = 6
@@ -36,6 +51,10 @@ class DerainNetConfig:
     attention: bool = True
     recurrent: RecurrentKind = "lstm"
     attention_reduction: int = 16
+    shared_block: bool = False
+    input_skip: bool = True
+    cell_position: CellPosition = "before"
+    stage_input: StageInput = "concat"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
@@ -47,6 +66,12 @@ class DerainNetConfig:
             raise ValueError(f"dilations must be a non-empty sequence of positive ints, got {self.dilations}")
         if self.recurrent not in ("lstm", "gru", "none"):
             raise ValueError(f"recurrent must be 'lstm', 'gru' or 'none', got {self.recurrent!r}")
+        if self.cell_position not in ("before", "after"):
+            raise ValueError(f"cell_position must be 'before' or 'after', got {self.cell_position!r}")
+        if self.stage_input not in ("concat", "estimate"):
+            raise ValueError(f"stage_input must be 'concat' or 'estimate', got {self.stage_input!r}")
+        if self.shared_block and len(set(self.dilations)) != 1:
+            raise ValueError(f"shared_block=True needs one dilation for all uses of the block, got {self.dilations}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (lists instead of tuples), safe for ``torch.save`` / JSON / YAML."""
@@ -64,32 +89,43 @@ class DerainNetConfig:
         return cls(**d)
 
 
-class DerainNet(nn.Module):
+class DerainNet(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="sapnet",
+    tags=["image-deraining", "image-restoration"],
+    pipeline_tag="image-to-image",
+):
     """Recurrent progressive derain network (SAPNet, PReNet and their variants).
 
     Each of the T stages computes, from the rainy input ``x0`` and the previous estimate ``x``
     (``x = x0`` before the first stage)::
 
-        z = relu(input_conv(cat(x0, x)))          # 3x3, 6 -> C
-        z, state = cell(z, state)                 # ConvLSTM / ConvGRU / identity
-        z = relu(block_k(z) + z)   for k = 1..K   # residual blocks, dilation d_k, optional CRA
-        x = output_conv(z) + x0                   # 3x3, C -> 3; not clamped
+        z = relu(input_conv(cat(x0, x)))          # 3x3, 6 -> C   (stage_input="estimate": input_conv(x), 3 -> C)
+        z, state = cell(z, state)                 # ConvLSTM / ConvGRU / identity (cell_position="after": below)
+        z = relu(block_k(z) + z)   for k = 1..K   # residual blocks, dilation d_k, optional CRA (or one shared)
+        x = output_conv(z) + x0                   # 3x3, C -> 3; not clamped (input_skip=False: no "+ x0")
 
     Input: (N, 3, H, W) float RGB in [0, 1], any H and W. Output: the final estimate (N, 3, H, W) in the input's
     dtype (roughly [0, 1], not clamped). The recurrent state starts at zero and is created from the features,
     so it follows the input's device, dtype and memory format.
+
+    Shared like smp / timm models through ``huggingface_hub``: ``save_pretrained(folder)`` writes
+    ``config.json`` (the :class:`DerainNetConfig`) and ``model.safetensors``; ``DerainNet.from_pretrained(folder
+    or "user/repo")`` reads them back strictly; ``push_to_hub("user/repo")`` uploads them.
     """
 
     def __init__(self, config: DerainNetConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or DerainNetConfig()
+        self._hub_mixin_config = config  # what save_pretrained writes to config.json
         self.source: str | None = None
         """Where the weights came from (set by :func:`sapnet.load_model`): ``"sapnet"``, ``"sapnet-reference"``,
         ``"prenet-reference"``, or ``None`` for a freshly initialised network."""
         self.metadata: dict[str, Any] = {}
         """Metadata stored with the weights (training settings, epochs, ...)."""
         c = config.channels
-        self.input_conv = nn.Conv2d(6, c, 3, padding=1)
+        self.input_conv = nn.Conv2d(6 if config.stage_input == "concat" else 3, c, 3, padding=1)
         self.cell: ConvLSTMCell | ConvGRUCell | None
         if config.recurrent == "lstm":
             self.cell = ConvLSTMCell(c)
@@ -97,9 +133,8 @@ class DerainNet(nn.Module):
             self.cell = ConvGRUCell(c)
         else:
             self.cell = None
-        self.blocks = nn.ModuleList(
-            ResidualBlock(c, d, config.attention, config.attention_reduction) for d in config.dilations
-        )
+        unique = config.dilations[:1] if config.shared_block else config.dilations
+        self.blocks = nn.ModuleList(ResidualBlock(c, d, config.attention, config.attention_reduction) for d in unique)
         self.output_conv = nn.Conv2d(c, 3, 3, padding=1)
 
     @overload
@@ -118,22 +153,85 @@ class DerainNet(nn.Module):
         """
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected input of shape (N, 3, H, W), got {tuple(x.shape)}")
+        cfg = self.config
+        blocks = [self.blocks[0]] * len(cfg.dilations) if cfg.shared_block else list(self.blocks)
+        cell_before = self.cell if cfg.cell_position == "before" else None
+        cell_after = self.cell if cfg.cell_position == "after" else None
         x0 = x
         state: RecurrentState | None = None
         stages: list[torch.Tensor] = []
-        for _ in range(self.config.stages):
-            z = self.input_conv(torch.cat((x0, x), dim=1)).relu_()
-            if self.cell is not None:
-                z, state = self.cell(z, state)
-            for block in self.blocks:
+        for _ in range(cfg.stages):
+            z = self.input_conv(torch.cat((x0, x), dim=1) if cfg.stage_input == "concat" else x).relu_()
+            if cell_before is not None:
+                z, state = cell_before(z, state)
+            for block in blocks:
                 z = (block(z) + z).relu_()
-            x = conv_same(self.output_conv, z) + x0
+            if cell_after is not None:
+                z, state = cell_after(z, state)
+            x = conv_same(self.output_conv, z)
+            if cfg.input_skip:
+                x = x + x0
             stages.append(x)
         return (x, stages) if return_stages else x
 
     def extra_repr(self) -> str:
         cfg = self.config
-        return (
+        text = (
             f"stages={cfg.stages}, channels={cfg.channels}, dilations={cfg.dilations}, "
             f"attention={cfg.attention}, recurrent={cfg.recurrent!r}"
         )
+        defaults = DerainNetConfig()
+        for name in ("shared_block", "input_skip", "cell_position", "stage_input"):
+            if getattr(cfg, name) != getattr(defaults, name):
+                text += f", {name}={getattr(cfg, name)!r}"
+        return text
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        config: dict[str, Any] | DerainNetConfig | None = None,
+        map_location: str = "cpu",
+        **model_kwargs: Any,
+    ) -> DerainNet:
+        """Build the network of ``config.json`` and load ``model.safetensors`` strictly (readable errors)."""
+        from huggingface_hub import constants, hf_hub_download
+        from safetensors.torch import load_file
+
+        from sapnet.models.checkpoint import Checkpoint, CheckpointError, load_weights
+
+        if config is None:
+            raise CheckpointError(f"{model_id}: no {constants.CONFIG_NAME}; not a folder written by save_pretrained")
+        try:
+            net_config = config if isinstance(config, DerainNetConfig) else DerainNetConfig.from_dict(dict(config))
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{model_id}: {constants.CONFIG_NAME} is not a DerainNetConfig ({e})") from None
+        if os.path.isdir(model_id):
+            weights = Path(model_id) / constants.SAFETENSORS_SINGLE_FILE
+            if not weights.is_file():
+                raise CheckpointError(f"{model_id}: no {constants.SAFETENSORS_SINGLE_FILE}")
+        else:
+            weights = Path(
+                hf_hub_download(
+                    repo_id=model_id,
+                    filename=constants.SAFETENSORS_SINGLE_FILE,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    token=token,
+                    local_files_only=local_files_only,
+                )
+            )
+        try:
+            state_dict = load_file(weights, device=map_location)
+        except Exception as e:  # safetensors raises its own error types for foreign / truncated files
+            raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
+        model = cls(net_config)
+        load_weights(model, Checkpoint(net_config, state_dict, source="sapnet", path=weights))
+        return model.eval()

@@ -1,46 +1,142 @@
-"""Model presets and the ``create_model`` factory."""
+"""The one way from a name or a path to a model: :func:`create_model` and :func:`load_model`.
+
+Every part of sapnet that turns a user's model argument into a network (``sapnet.derain``, ``evaluate.py``, the
+downstream benchmark, the CLI, training) calls one of these two functions.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from sapnet.models.checkpoint import load_checkpoint, load_weights
 from sapnet.models.derain_net import DerainNet, DerainNetConfig
+from sapnet.models.hub import file_sha256, weights_file
+from sapnet.models.registry import find_weights_by_sha256, get_architecture, get_weights, split_name
 
-__all__ = ["PRESETS", "create_model", "list_models"]
+__all__ = ["HF_HUB_PREFIX", "create_model", "load_model"]
 
-PRESETS: dict[str, DerainNetConfig] = {
-    # SAPNet (Zheng et al., WACV 2022): progressive dilation 1..16 and channel residual attention.
-    "sapnet": DerainNetConfig(stages=6, channels=32, dilations=(1, 2, 4, 8, 16), attention=True),
-    # PReNet (Ren et al., CVPR 2019): the same recurrent network without dilation and without attention.
-    "prenet": DerainNetConfig(stages=6, channels=32, dilations=(1, 1, 1, 1, 1), attention=False),
-}
+HF_HUB_PREFIX = "hf-hub:"
+"""``load_model("hf-hub:user/repo")`` reads a model shared with :meth:`DerainNet.push_to_hub`."""
 
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`."""
-    return sorted(PRESETS)
-
-
-def create_model(name: str, weights: str | os.PathLike[str] | None = None, **overrides: Any) -> DerainNet:
-    """Build a preset network, optionally with weights.
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    *,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> DerainNet:
+    """Build a registry network, with fresh or published weights.
 
     Args:
-        name: a preset, see :func:`list_models` (``"sapnet"``, ``"prenet"``).
-        weights: a checkpoint file (our format or a public SAPNet / PReNet file) loaded strictly; the model is
-            then returned in eval mode. ``None`` gives a freshly initialised network in train mode.
+        name: an architecture (``"prenet"``, see ``list_models()``) or ``arch.tag`` (``"prenet.rain100h"``, see
+            ``list_models(pretrained=True)``); a tag also sets the network the weights need (e.g. its stages).
+        pretrained: load the published weights of ``name`` (a bare architecture: its first entry); fetched from
+            ``weights_dir`` / ``$SAPNET_WEIGHTS_DIR``, the cache or the URL (:func:`sapnet.models.hub.weights_file`).
+            The model is then in eval mode. ``False``: freshly initialised, in train mode.
+        checkpoint_path: instead, a checkpoint file to load into the network (ours or a public SAPNet / PReNet file).
+        weights_dir: an offline mirror folder searched first for the published file.
         **overrides: :class:`DerainNetConfig` fields to change, e.g. ``stages=4`` or ``recurrent="gru"``.
+            With weights, the file must still fit (``stages`` may change, a structural field may not).
 
     Raises:
-        KeyError: unknown preset name (the message lists the valid ones).
-        sapnet.CheckpointError: the weights do not belong to this network.
+        KeyError: unknown name (the message names the closest valid ones).
+        sapnet.CheckpointError: weights that do not belong to this network, or that cannot be had offline.
     """
-    if name not in PRESETS:
-        raise KeyError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
-    config = DerainNetConfig.from_dict({**PRESETS[name].to_dict(), **overrides})
+    arch = get_architecture(name)
+    entry = get_weights(name) if pretrained or split_name(name)[1] is not None else None
+    base = entry.config if entry is not None else arch.config
+    config = DerainNetConfig.from_dict({**base.to_dict(), **overrides})
     model = DerainNet(config)
-    if weights is not None:
-        ckpt = load_checkpoint(weights, stages=config.stages)
+    if pretrained and checkpoint_path is not None:
+        raise ValueError("give pretrained=True or checkpoint_path, not both")
+    if pretrained:
+        assert entry is not None
+        path = weights_file(entry, weights_dir=weights_dir)
+        ckpt = load_checkpoint(path, reference_config=replace(entry.config, stages=config.stages))
         load_weights(model, ckpt).eval()
+        model.metadata = {"registry_name": entry.name}
+    elif checkpoint_path is not None:
+        known = _known_config(checkpoint_path)
+        reference = replace(known, stages=config.stages) if known is not None else None
+        load_weights(model, load_checkpoint(checkpoint_path, stages=config.stages, reference_config=reference)).eval()
     return model
+
+
+def _known_config(path: str | os.PathLike[str]) -> DerainNetConfig | None:
+    """The network of a public file identified by its SHA-256 in the registry (``None``: not a registry file)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    entry = find_weights_by_sha256(file_sha256(p))
+    return entry.config if entry is not None else None
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    device: torch.device | str | None = None,
+    stages: int | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+) -> DerainNet:
+    """A trained network from a registry name, a checkpoint file, a ``save_pretrained`` folder or the Hub.
+
+    Args:
+        name_or_path: ``arch.tag`` (``"prenet.rain100h"``) or an architecture (its default weights); a checkpoint
+            file (our format, the public SAPNet file, any public PReNet-family file: a file whose SHA-256 is in
+            the registry gets that entry's exact network, others are read from their keys); a folder written by
+            :meth:`DerainNet.save_pretrained`; or ``"hf-hub:user/repo"``.
+        device: where to put the model (default: CPU).
+        stages: run a public file with this many stages (default: the registry's, else 6); ignored for our format.
+        weights_dir: an offline mirror folder for registry weights (default ``$SAPNET_WEIGHTS_DIR``).
+
+    Returns:
+        The model in eval mode; ``model.source`` says what kind of file it came from.
+
+    Raises:
+        KeyError: neither a file nor a registry name (the message names the closest valid names).
+        sapnet.CheckpointError: unreadable or foreign file, weights that do not fit, registry weights that
+            cannot be had offline.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if isinstance(name_or_path, str) and text.startswith(HF_HUB_PREFIX):
+        model = DerainNet.from_pretrained(text[len(HF_HUB_PREFIX) :])
+    elif path.is_dir():
+        model = DerainNet.from_pretrained(path)
+    elif path.is_file() or not isinstance(name_or_path, str) or not _is_name_like(text):
+        known = _known_config(path)
+        if known is not None and stages is not None:
+            known = replace(known, stages=stages)
+        model = _load_file(path, known, stages)
+    else:
+        try:
+            get_weights(text)
+        except KeyError as e:
+            raise KeyError(f"{e.args[0]} (and there is no file or folder {text!r})") from None
+        overrides: dict[str, Any] = {"stages": stages} if stages else {}
+        model = create_model(text, pretrained=True, weights_dir=weights_dir, **overrides)
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def _load_file(path: Path, known: DerainNetConfig | None, stages: int | None) -> DerainNet:
+    ckpt = load_checkpoint(path, stages=stages or 6, reference_config=known)
+    return load_weights(DerainNet(ckpt.config), ckpt)
+
+
+CHECKPOINT_SUFFIXES = frozenset({".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".tar", ".pkl"})
+_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?")
+
+
+def _is_name_like(text: str) -> bool:
+    """``arch`` or ``arch.tag`` in form (no separator, not a checkpoint file extension): a registry name."""
+    return bool(_NAME.fullmatch(text)) and Path(text).suffix.lower() not in CHECKPOINT_SUFFIXES

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from sapnet.losses.backbones import WEIGHT_FILE_KEYS
-from sapnet.models import DerainNetConfig, create_model
+from sapnet.models import CheckpointError, DerainNet, DerainNetConfig, create_model
 
 __all__ = ["ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig"]
 
@@ -27,10 +27,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """The network: a preset plus optional overrides (``None`` keeps the preset's value).
+    """The network: a registry name plus optional overrides (``None`` keeps the preset's value).
 
     Attributes:
-        preset: ``"sapnet"`` (dilations 1..16 + attention) or ``"prenet"`` (dilation 1, no attention).
+        preset: a registry architecture (``sapnet.list_models()``: ``"sapnet"`` with dilations 1..16 + attention,
+            ``"prenet"``, ``"prn"``, ...) or ``arch.tag`` (``sapnet.list_models(pretrained=True)``).
+        pretrained: start from the published weights of ``preset`` (fine-tuning), fetched like
+            ``sapnet.create_model(preset, pretrained=True)``; ``False``: freshly initialised.
         stages: recurrent stages T (papers: 6).
         channels: feature channels (papers: 32).
         dilations: one rate per residual block (its length is the number of blocks).
@@ -39,19 +42,34 @@ class ModelConfig:
     """
 
     preset: str = "sapnet"
+    pretrained: bool = False
     stages: int | None = None
     channels: int | None = None
     dilations: list[int] | None = None
     attention: bool | None = None
     recurrent: str | None = None
 
+    def _overrides(self) -> dict[str, Any]:
+        names = [f.name for f in fields(self) if f.name not in ("preset", "pretrained")]
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+
     def network_config(self) -> DerainNetConfig:
         """The :class:`~sapnet.models.DerainNetConfig` this describes (raises :class:`ConfigError` if invalid)."""
-        overrides = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
         try:
-            return create_model(self.preset, **{k: v for k, v in overrides.items() if v is not None}).config
+            return create_model(self.preset, **self._overrides()).config
         except (KeyError, ValueError) as e:
-            raise ConfigError(f"model: {e}") from None
+            raise ConfigError(f"model: {e.args[0] if isinstance(e, KeyError) else e}") from None
+
+    def build(self) -> DerainNet:
+        """The network to train (train mode, CPU): fresh, or with ``pretrained`` the published weights.
+
+        Raises:
+            ConfigError: unknown name, bad override, weights that cannot be had or do not fit the overrides.
+        """
+        try:
+            return create_model(self.preset, pretrained=self.pretrained, **self._overrides()).train()
+        except (KeyError, ValueError, CheckpointError) as e:
+            raise ConfigError(f"model: {e.args[0] if isinstance(e, KeyError) else e}") from None
 
 
 @dataclass

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from sapnet.data import PairedImageDataset, demo_dataset
 from sapnet.metrics import psnr, quantize, ssim
-from sapnet.models import CheckpointError, DerainNet
+from sapnet.models import CheckpointError
 from sapnet.models.checkpoint import FORMAT, FORMAT_VERSION, atomic_save
 from sapnet.training.config import ConfigError, TrainConfig
 from sapnet.training.data import PatchDataset, ResumableSampler
@@ -204,7 +204,7 @@ class Trainer:
         self.backbones_info = _plain(getattr(self.loss_fn, "backbones_info", {}))
 
         torch.manual_seed(config.run.seed)
-        net = DerainNet(config.network_config()).to(self.device)
+        net = config.model.build().to(self.device)
         if config.run.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
