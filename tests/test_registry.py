@@ -371,3 +371,11 @@ def test_weights_download_command(
     assert main(["weights", "download", "prenet.rain100x"]) == 2
     assert "did you mean" in capsys.readouterr().err
     assert main(["weights", "download"]) == 2
+
+
+def test_hub_repository_unreachable_is_a_checkpoint_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError, match="hf-hub:nobody/nothing"):
+        sapnet.load_model("hf-hub:nobody/nothing")

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from sapnet.models.checkpoint import load_checkpoint, load_weights
+from sapnet.models.checkpoint import CheckpointError, load_checkpoint, load_weights
 from sapnet.models.derain_net import DerainNet, DerainNetConfig
 from sapnet.models.hub import file_sha256, weights_file
 from sapnet.models.registry import find_weights_by_sha256, get_architecture, get_weights, split_name
@@ -108,7 +108,7 @@ def load_model(
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
     if isinstance(name_or_path, str) and text.startswith(HF_HUB_PREFIX):
-        model = DerainNet.from_pretrained(text[len(HF_HUB_PREFIX) :])
+        model = _from_hub(text[len(HF_HUB_PREFIX) :])
     elif path.is_dir():
         model = DerainNet.from_pretrained(path)
     elif path.is_file() or not isinstance(name_or_path, str) or not _is_name_like(text):
@@ -126,6 +126,18 @@ def load_model(
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+def _from_hub(repo_id: str) -> DerainNet:
+    try:
+        return DerainNet.from_pretrained(repo_id)
+    except CheckpointError:
+        raise
+    except Exception as e:  # huggingface_hub's errors: offline, unknown repository, gated, bad id, ...
+        raise CheckpointError(
+            f"cannot load {HF_HUB_PREFIX}{repo_id} from the Hugging Face Hub ({type(e).__name__}: {e}); offline, "
+            "use a folder written by save_pretrained instead"
+        ) from None
 
 
 def _load_file(path: Path, known: DerainNetConfig | None, stages: int | None) -> DerainNet:
