@@ -35,22 +35,29 @@ def _scores(m: dict[str, Any], key: str, *fields: str) -> str:
 
 
 def pretrained_table(names: list[str]) -> str:
-    """A Markdown table of the weights entries ``names``."""
+    """A Markdown table of the weights entries ``names``, the sources of published figures as footnotes."""
+    sources: list[str] = []
     rows = [
         "| name | params | trained on | Rain100L PSNR / SSIM (measured) | real photos BRISQUE (measured) | "
-        "published (authors' test set, source) | licence | cached |",
+        "published (authors' test set) | licence | cached |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         e = WEIGHTS[name]
         m = measured_scores(name)
-        published = "; ".join(f"{p.dataset} {p.psnr:.2f} / {p.ssim:.3f} ({p.source})" for p in e.published) or "-"
+        cited = []
+        for p in e.published:
+            if p.source not in sources:
+                sources.append(p.source)
+            cited.append(f"{p.dataset} {p.psnr:.2f} / {p.ssim:.3f} [{sources.index(p.source) + 1}]")
+        published = "; ".join(cited) or "-"
         default = " (default)" if name == DEFAULT_MODEL else ""
         rows.append(
             f"| {name}{default} | {e.params:,} | {e.trained_on} | {_scores(m, 'rain100l', 'psnr', 'ssim')} | "
             f"{_scores(m, 'sirr_real', 'brisque')} | {published} | {e.license} | "
             f"{'yes' if cached_file(e).is_file() else 'no'} |"
         )
+    rows += ["", *(f"[{i}] {source}" for i, source in enumerate(sources, 1))] if sources else []
     return "\n".join(rows)
 
 
