@@ -50,13 +50,13 @@ def create_model(
         KeyError: unknown name (the message names the closest valid ones).
         sapnet.CheckpointError: weights that do not belong to this network, or that cannot be had offline.
     """
+    if pretrained and checkpoint_path is not None:
+        raise ValueError("give pretrained=True or checkpoint_path, not both")
     arch = get_architecture(name)
     entry = get_weights(name) if pretrained or split_name(name)[1] is not None else None
     base = entry.config if entry is not None else arch.config
     config = DerainNetConfig.from_dict({**base.to_dict(), **overrides})
     model = DerainNet(config)
-    if pretrained and checkpoint_path is not None:
-        raise ValueError("give pretrained=True or checkpoint_path, not both")
     if pretrained:
         assert entry is not None
         path = weights_file(entry, weights_dir=weights_dir)
