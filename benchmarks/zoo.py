@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from sapnet import derain, read_image
+from sapnet.cli.models import score_cell
 from sapnet.evaluation import Method, evaluate
 from sapnet.evaluation.runner import RAINY
 from sapnet.models import WEIGHTS, create_model
@@ -77,13 +78,6 @@ def time_entry(name: str, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def _cell(scores: dict[str, Any], *keys: str) -> str:
-    if not scores:
-        return "-"
-    text = " / ".join(f"{scores[k]:.2f}" if k != "ssim" else f"{scores[k]:.4f}" for k in keys)
-    return f"{text} (n={scores['n']})"
-
-
 def table(data: dict[str, Any]) -> str:
     lines = [
         "| weights | params | trained on | Rain100L PSNR / SSIM (measured) | SIRR real BRISQUE (measured, lower "
@@ -92,16 +86,17 @@ def table(data: dict[str, Any]) -> str:
     ]
     inputs = data.get("inputs", {})
     lines.append(
-        f"| rainy input | - | - | {_cell(inputs.get('rain100l', {}), 'psnr', 'ssim')} | "
-        f"{_cell(inputs.get('sirr_real', {}), 'brisque')} | - | - |"
+        f"| rainy input | - | - | {score_cell(inputs.get('rain100l', {}), 'psnr', 'ssim')} | "
+        f"{score_cell(inputs.get('sirr_real', {}), 'brisque')} | - | - |"
     )
     for name, entry in WEIGHTS.items():
         m = data["models"].get(name, {})
         published = "; ".join(f"{p.dataset} {p.psnr:.2f} / {p.ssim:.3f}" for p in entry.published) or "-"
         seconds = m.get("seconds_per_image", {}).get("rain100l_481x321")
+        rain100l = score_cell(m.get("rain100l", {}), "psnr", "ssim")
         lines.append(
-            f"| `{name}` | {entry.params:,} | {entry.trained_on} | {_cell(m.get('rain100l', {}), 'psnr', 'ssim')} | "
-            f"{_cell(m.get('sirr_real', {}), 'brisque')} | {f'{seconds:.2f}' if seconds else '-'} | {published} |"
+            f"| `{name}` | {entry.params:,} | {entry.trained_on} | {rain100l} | "
+            f"{score_cell(m.get('sirr_real', {}), 'brisque')} | {f'{seconds:.2f}' if seconds else '-'} | {published} |"
         )
     return "\n".join(lines)
 

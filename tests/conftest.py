@@ -7,11 +7,13 @@ need a part of it skip, saying why, when that part is absent.
 from __future__ import annotations
 
 import os
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import sapnet.models.hub
 from sapnet.data.builder import torch_threads
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,3 +51,23 @@ def one_thread() -> Iterator[None]:
     OpenMP spinning). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
     with torch_threads(1):
         yield
+
+
+@pytest.fixture
+def weights_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty registry-weights cache (``TORCH_HOME`` in ``tmp_path``) and no mirror variable; returns the cache
+    folder (which does not exist yet)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv("SAPNET_WEIGHTS_DIR", raising=False)
+    return sapnet.models.hub.cache_dir()
+
+
+@pytest.fixture
+def offline(weights_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """As :func:`weights_cache`, with every download failing as it does without network."""
+
+    def no_network(url: str, *args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("[Errno -2] Name or service not known (test: offline)")
+
+    monkeypatch.setattr(sapnet.models.hub, "fetch_url", no_network)
+    return weights_cache

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import urllib.error
 import warnings
 from pathlib import Path
 
@@ -240,19 +239,6 @@ def test_non_checkpoint_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert len(err.splitlines()) == 1
     assert err.startswith("error:") and str(bogus) in err and "checkpoint" in err
     assert not (tmp_path / "out").exists()
-
-
-@pytest.fixture
-def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty weights cache (``TORCH_HOME``), no mirror, and every download failing as it does offline."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.delenv("SAPNET_WEIGHTS_DIR", raising=False)
-
-    def no_network(url: str, *args: object, **kwargs: object) -> None:
-        raise urllib.error.URLError("[Errno -2] Name or service not known (test: offline)")
-
-    monkeypatch.setattr(sapnet.models.hub, "fetch_url", no_network)
-    return tmp_path / "torch-home"
 
 
 @pytest.mark.parametrize("extra", [[], ["--model", "prn_r.rain100h"]])

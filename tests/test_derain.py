@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -370,18 +369,11 @@ def test_tiled_apply_calls_fn_in_batches() -> None:
 # --- models, dtypes ----------------------------------------------------------------------------------------
 
 
-def test_default_model_offline_explains_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.delenv("SAPNET_WEIGHTS_DIR", raising=False)
-
-    def no_network(url: str, *args: object, **kwargs: object) -> None:
-        raise urllib.error.URLError("offline (test)")
-
-    monkeypatch.setattr(sapnet.models.hub, "fetch_url", no_network)
+def test_default_model_offline_explains_what_to_do(offline: Path, tmp_path: Path) -> None:
     with pytest.raises(sapnet.CheckpointError) as excinfo:
         derain(rand_tensor(3, 8, 8))
     message = str(excinfo.value)
-    assert str(tmp_path) in message and "offline (test)" in message
+    assert str(offline) in message and "test: offline" in message
     assert "SAPNET_WEIGHTS_DIR" in message and "sapnet weights download" in message
     assert not list(tmp_path.rglob("*.pth")) and not list(tmp_path.rglob("*.part"))
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +22,8 @@ TOLERANCE = 1e-4
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty weights cache (``TORCH_HOME``), no mirror variable; returns the cache folder."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.delenv("SAPNET_WEIGHTS_DIR", raising=False)
-    return hub.cache_dir()
-
-
-@pytest.fixture
-def offline(cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """As :func:`cache`, with every download failing as it does without network."""
-
-    def no_network(url: str, *args: object, **kwargs: object) -> None:
-        raise urllib.error.URLError("[Errno -2] Name or service not known (test: offline)")
-
-    monkeypatch.setattr(hub, "fetch_url", no_network)
-    return cache
+def cache(weights_cache: Path) -> Path:
+    return weights_cache
 
 
 @pytest.fixture(scope="module")

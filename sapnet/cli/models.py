@@ -9,7 +9,7 @@ from sapnet.models import ARCHITECTURES, DEFAULT_MODEL, WEIGHTS, list_models
 from sapnet.models.hub import cached_file
 from sapnet.models.registry import measured_scores
 
-__all__ = ["add_parser", "pretrained_table", "run"]
+__all__ = ["add_parser", "pretrained_table", "run", "score_cell"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,12 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _scores(m: dict[str, Any], key: str, *fields: str) -> str:
-    s = m.get(key)
-    if not s:
+def score_cell(scores: dict[str, Any], *fields: str) -> str:
+    """``"34.89 / 0.9707 (n=100)"`` from measured ``{"n": ..., field: value}`` (SSIM to 4 places); ``"-"`` if none."""
+    if not scores:
         return "-"
-    text = " / ".join(f"{s[f]:.4f}" if f == "ssim" else f"{s[f]:.2f}" for f in fields)
-    return f"{text} (n={s['n']})"
+    text = " / ".join(f"{scores[f]:.4f}" if f == "ssim" else f"{scores[f]:.2f}" for f in fields)
+    return f"{text} (n={scores['n']})"
 
 
 def pretrained_table(names: list[str]) -> str:
@@ -52,9 +52,10 @@ def pretrained_table(names: list[str]) -> str:
             cited.append(f"{p.dataset} {p.psnr:.2f} / {p.ssim:.3f} [{sources.index(p.source) + 1}]")
         published = "; ".join(cited) or "-"
         default = " (default)" if name == DEFAULT_MODEL else ""
+        rain100l = score_cell(m.get("rain100l", {}), "psnr", "ssim")
         rows.append(
-            f"| {name}{default} | {e.params:,} | {e.trained_on} | {_scores(m, 'rain100l', 'psnr', 'ssim')} | "
-            f"{_scores(m, 'sirr_real', 'brisque')} | {published} | {e.license} | "
+            f"| {name}{default} | {e.params:,} | {e.trained_on} | {rain100l} | "
+            f"{score_cell(m.get('sirr_real', {}), 'brisque')} | {published} | {e.license} | "
             f"{'yes' if cached_file(e).is_file() else 'no'} |"
         )
     rows += ["", *(f"[{i}] {source}" for i, source in enumerate(sources, 1))] if sources else []

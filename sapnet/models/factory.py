@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from sapnet.models.checkpoint import CheckpointError, load_checkpoint, load_weights
+from sapnet.models.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
 from sapnet.models.derain_net import DerainNet, DerainNetConfig
 from sapnet.models.hub import file_sha256, weights_file
 from sapnet.models.registry import find_weights_by_sha256, get_architecture, get_weights, split_name
@@ -64,19 +64,21 @@ def create_model(
         load_weights(model, ckpt).eval()
         model.metadata = {"registry_name": entry.name}
     elif checkpoint_path is not None:
-        known = _known_config(checkpoint_path)
-        reference = replace(known, stages=config.stages) if known is not None else None
-        load_weights(model, load_checkpoint(checkpoint_path, stages=config.stages, reference_config=reference)).eval()
+        load_weights(model, _read_file(checkpoint_path, config.stages)).eval()
     return model
 
 
-def _known_config(path: str | os.PathLike[str]) -> DerainNetConfig | None:
-    """The network of a public file identified by its SHA-256 in the registry (``None``: not a registry file)."""
+def _read_file(path: str | os.PathLike[str], stages: int | None) -> Checkpoint:
+    """Read a checkpoint file; a public file identified by its SHA-256 in the registry gets that entry's network.
+
+    ``stages`` runs a public file with that many stages (``None``: the registry's, else 6); our format keeps its own.
+    """
     p = Path(path)
-    if not p.is_file():
-        return None
-    entry = find_weights_by_sha256(file_sha256(p))
-    return entry.config if entry is not None else None
+    entry = find_weights_by_sha256(file_sha256(p)) if p.is_file() else None
+    known = entry.config if entry is not None else None
+    if known is not None and stages is not None:
+        known = replace(known, stages=stages)
+    return load_checkpoint(p, stages=stages or 6, reference_config=known)
 
 
 def load_model(
@@ -112,10 +114,8 @@ def load_model(
     elif path.is_dir():
         model = DerainNet.from_pretrained(path)
     elif path.is_file() or not isinstance(name_or_path, str) or not _is_name_like(text):
-        known = _known_config(path)
-        if known is not None and stages is not None:
-            known = replace(known, stages=stages)
-        model = _load_file(path, known, stages)
+        ckpt = _read_file(path, stages)
+        model = load_weights(DerainNet(ckpt.config), ckpt)
     else:
         try:
             get_weights(text)
@@ -138,11 +138,6 @@ def _from_hub(repo_id: str) -> DerainNet:
             f"cannot load {HF_HUB_PREFIX}{repo_id} from the Hugging Face Hub ({type(e).__name__}: {e}); offline, "
             "use a folder written by save_pretrained instead"
         ) from None
-
-
-def _load_file(path: Path, known: DerainNetConfig | None, stages: int | None) -> DerainNet:
-    ckpt = load_checkpoint(path, stages=stages or 6, reference_config=known)
-    return load_weights(DerainNet(ckpt.config), ckpt)
 
 
 CHECKPOINT_SUFFIXES = frozenset({".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".tar", ".pkl"})
