@@ -78,6 +78,9 @@ def rgb_to_y(x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
 
     ``x``: RGB (..., 3, H, W) with values in [0, ``data_range``]. Returns (..., 1, H, W) float64,
     ``16 + 65.481 R + 128.553 G + 24.966 B`` with R, G, B = ``x / data_range``.
+
+    Not ``kornia.color.rgb_to_ycbcr``: that is full-range BT.601 (up to 20/255 apart; the rainy Rain100L PSNR
+    moves by 1.3 dB), not the studio-range conversion the published figures use (``benchmarks/kornia_uses.py``).
     """
     if x.shape[-3] != 3:
         raise ValueError(f"rgb_to_y expects 3 channels at dim -3, got shape {tuple(x.shape)}")
@@ -131,8 +134,8 @@ def _gaussian_1d(size: int, sigma: float, device: torch.device) -> torch.Tensor:
 def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Separable 'valid' correlation of (..., H, W) with the outer product of ``g`` with itself.
 
-    Shift-and-add passes rather than ``conv2d``, which has no fast float64 path on the CPU (several times
-    slower there); differentiable.
+    Shift-and-add passes rather than ``conv2d`` (or ``kornia.metrics.ssim``, which agrees to 2e-9 with
+    'valid' padding but is 2.9x slower in float64 on the CPU, ``benchmarks/kornia_uses.py``); differentiable.
     """
     taps = g.tolist()
     for dim in (-1, -2):

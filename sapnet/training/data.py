@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from sapnet.data import DatasetError, find_pairs, read_image
 
-__all__ = ["PatchDataset", "ResumableSampler", "image_size"]
+__all__ = ["PatchDataset", "ResumableSampler", "image_size", "random_patch"]
 
 _EXIF_ORIENTATION = 274
 
@@ -85,22 +85,44 @@ class PatchDataset(Dataset):
         if rainy.shape != clean.shape:
             raise DatasetError(
                 f"pair {pair.name!r}: {pair.rainy} and {pair.clean} differ in size "
-                f"({tuple(rainy.shape[1:])} vs {tuple(clean.shape[1:])}, HxW)"
+                f"({rainy.shape[2]}x{rainy.shape[1]} vs {clean.shape[2]}x{clean.shape[1]}, WxH)"
             )
         g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, index))
-        h, w = rainy.shape[1:]
-        top = int(torch.randint(0, h - self.patch + 1, (1,), generator=g))
-        left = int(torch.randint(0, w - self.patch + 1, (1,), generator=g))
-        flips = torch.rand(2, generator=g)
-        dims = [d for d, on, r in ((2, self.hflip, flips[0]), (1, self.vflip, flips[1])) if on and r < 0.5]
-        out = []
-        for x in (rainy, clean):
-            x = x[:, top : top + self.patch, left : left + self.patch]
-            out.append((x.flip(dims) if dims else x).contiguous())
-        return out[0], out[1]
+        rainy, clean = random_patch((rainy, clean), self.patch, g, hflip=self.hflip, vflip=self.vflip)
+        return rainy, clean
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r}, pairs={len(self)}, patch={self.patch})"
+
+
+def random_patch(
+    images: tuple[torch.Tensor, ...], patch: int, generator: torch.Generator, *, hflip: bool = True, vflip: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """The same random ``patch`` x ``patch`` crop and flips of each of ``images`` (tensors (C, H, W) of one size),
+    drawn from ``generator`` (crop top, left, then two flip coins); returns contiguous tensors (C, patch, patch).
+
+    Written with slicing rather than ``kornia.augmentation`` (``AugmentationSequential`` with ``data_keys``):
+    the draws come from the per-item generator that makes training resumable, and slicing is ~20x faster per
+    pair on the CPU (``benchmarks/kornia_uses.py``: 0.06 ms against 1.4 ms for a 100x100 crop and flip).
+
+    Examples:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> a, b = random_patch((torch.rand(3, 8, 10), torch.rand(3, 8, 10)), 4, g)
+        >>> tuple(a.shape), tuple(b.shape)
+        ((3, 4, 4), (3, 4, 4))
+    """
+    h, w = images[0].shape[-2:]
+    if any(x.shape[-2:] != (h, w) for x in images):
+        raise ValueError(f"random_patch: images differ in size {[tuple(x.shape) for x in images]}")
+    top = int(torch.randint(0, h - patch + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - patch + 1, (1,), generator=generator))
+    flips = torch.rand(2, generator=generator)
+    dims = [d for d, on, r in ((-1, hflip, flips[0]), (-2, vflip, flips[1])) if on and r < 0.5]
+    out = []
+    for x in images:
+        x = x[..., top : top + patch, left : left + patch]
+        out.append((x.flip(dims) if dims else x).contiguous())
+    return tuple(out)
 
 
 def _mix(*values: int) -> int:
