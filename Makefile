@@ -7,8 +7,13 @@ SHARED ?= ../shared
 
 .PHONY: setup test test-all lint demo bench clean
 
+# TORCH_INDEX: a wheel index to take torch and torchvision from first, e.g. PyTorch's CPU-only wheels
+# (make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu); empty: whatever pip resolves (see README).
+TORCH_INDEX ?=
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 --index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 

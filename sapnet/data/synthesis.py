@@ -337,6 +337,14 @@ def synthesize_rain(
         TypeError: non-tensor or non-floating input, or an unknown override name (the message lists the valid
             ones).
         ValueError: wrong shape / channel count, values outside [0, 1], an unknown preset or an invalid value.
+
+    Examples:
+        >>> clean = torch.full((1, 3, 64, 64), 0.3)
+        >>> rainy = synthesize_rain(clean, "light", seed=0)
+        >>> rainy.shape, bool((rainy >= clean).all())  # rain only adds light
+        (torch.Size([1, 3, 64, 64]), True)
+        >>> torch.equal(rainy, synthesize_rain(clean, "light", seed=0))  # a function of the seed
+        True
     """
     params = _resolve(preset, overrides)
     _check_images(images)

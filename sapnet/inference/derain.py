@@ -141,6 +141,14 @@ def derain(
         The same kind as ``images``, clamped to [0, 1]: PIL RGB images, HxWx3 arrays of the input dtype
         (integers rounded to nearest), or tensors of the input shape (3 channels), dtype and device; a list
         for a list.
+
+    Examples:
+        >>> import sapnet
+        >>> model = sapnet.create_model("prenet", stages=2)  # random weights; e.g. "prenet.rain100h", pretrained=True
+        >>> image = torch.rand(3, 24, 32)
+        >>> out = sapnet.derain(image, model)
+        >>> out.shape, out.dtype, bool(out.min() >= 0 and out.max() <= 1)
+        (torch.Size([3, 24, 32]), torch.float32, True)
     """
     if tile is not None:
         check_tiling(tile, tile_overlap)

@@ -116,6 +116,13 @@ def psnr(
     Returns:
         float64 (N,) per-image PSNR (a 0-d tensor for (3, H, W) inputs); ``inf`` for identical images.
         Report a data set's mean of these per-image values.
+
+    Examples:
+        >>> black, gray = torch.zeros(1, 3, 16, 16), torch.full((1, 3, 16, 16), 0.1)
+        >>> psnr(black, gray)  # Y differs by 0.1 x (65.481 + 128.553 + 24.966) = 21.9 of 255
+        tensor([21.3219], dtype=torch.float64)
+        >>> psnr(black, gray, channel="rgb")
+        tensor([20.0000], dtype=torch.float64)
     """
     xb, yb, single = _check_pair(x, y)
     xb, yb = _crop(xb, crop_border), _crop(yb, crop_border)
@@ -173,6 +180,13 @@ def ssim(
     Returns:
         float64 (N,) per-image SSIM (a 0-d tensor for (3, H, W) inputs); 1 for identical images.
         Report a data set's mean of these per-image values.
+
+    Examples:
+        >>> x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> ssim(x, x)
+        tensor([1., 1.], dtype=torch.float64)
+        >>> bool(ssim(x, 0.5 * x)[0] < 1)
+        True
     """
     xb, yb, single = _check_pair(x, y)
     xb, yb = _crop(xb, crop_border), _crop(yb, crop_border)

@@ -394,6 +394,13 @@ def brisque(x: torch.Tensor | Sequence[torch.Tensor], data_range: float = 1.0) -
     Raises:
         ValueError: an image smaller than ``MIN_SIZE``, or without texture (e.g. constant), for which the
             features are undefined (the reference package would return an arbitrary number).
+
+    Examples:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> images = torch.rand(2, 3, 64, 64, generator=g)
+        >>> scores = brisque(images)
+        >>> scores.shape, scores.dtype
+        (torch.Size([2]), torch.float64)
     """
     feats = brisque_features(x, data_range)
     scores = _predict(feats)

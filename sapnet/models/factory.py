@@ -49,6 +49,13 @@ def create_model(
     Raises:
         KeyError: unknown name (the message names the closest valid ones).
         sapnet.CheckpointError: weights that do not belong to this network, or that cannot be had offline.
+
+    Examples:
+        >>> model = create_model("sapnet", stages=2)  # fresh weights, train mode
+        >>> model.config.stages, model.config.dilations, model.training
+        (2, (1, 2, 4, 8, 16), True)
+        >>> create_model("prenet.rain100h").config.stages  # a tag sets the network its weights need
+        6
     """
     if pretrained and checkpoint_path is not None:
         raise ValueError("give pretrained=True or checkpoint_path, not both")
@@ -106,6 +113,15 @@ def load_model(
         KeyError: neither a file nor a registry name (the message names the closest valid names).
         sapnet.CheckpointError: unreadable or foreign file, weights that do not fit, registry weights that
             cannot be had offline.
+
+    Examples:
+        >>> import os, tempfile
+        >>> import sapnet
+        >>> path = os.path.join(tempfile.mkdtemp(), "tiny.pt")
+        >>> _ = sapnet.save_model(create_model("prenet", stages=2), path)
+        >>> model = load_model(path)
+        >>> model.config.stages, model.training
+        (2, False)
     """
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
