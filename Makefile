@@ -27,8 +27,10 @@ test: $(STAMP)
 test-all: $(STAMP)
 	SAPNET_SHARED=$(SHARED) $(PY) -m pytest -m ''
 
+## Style (ruff) and types (mypy, settings in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 ## The main job in a few CPU minutes: train on the embedded demo set, evaluate, write before/after grids
 ## (and derain real Rain100L images with the public checkpoint when $(SHARED) exists).

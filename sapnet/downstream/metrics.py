@@ -18,6 +18,7 @@ import contextlib
 import io
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +61,9 @@ def coco_map(
         raise ImportError("detection mAP needs pycocotools: pip install 'sapnet[downstream]'") from e
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} images")
-    images, annotations, results = [], [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    results: list[list[float]] = []  # rows [image_id, x, y, w, h, score, label] for COCO.loadRes
     categories: set[int] = set()
     for image_id, (pred, target) in enumerate(zip(predictions, targets, strict=True), start=1):
         images.append({"id": image_id})

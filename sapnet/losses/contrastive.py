@@ -46,6 +46,9 @@ class VGGFeatures(nn.Module):
         seed: seed of the random initialisation.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self, backbone: BackboneMode = "imagenet", weight_file: str | os.PathLike[str] | None = None, seed: int = 0
     ) -> None:

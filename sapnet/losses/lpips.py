@@ -69,7 +69,7 @@ def build_lpips(
     trunk_state = trunk.state_dict()
     mapped = {k: trunk_state[k.split(".", 1)[1]] for k in metric.net.state_dict()}
     metric.net.load_state_dict(mapped, strict=True)
-    return freeze(metric), source  # type: ignore[return-value]
+    return freeze(metric), source
 
 
 def lpips_loss(derained: torch.Tensor, clean: torch.Tensor, metric: _lpips_pkg.LPIPS) -> torch.Tensor:
