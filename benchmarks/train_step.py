@@ -58,8 +58,9 @@ from inference import baseline_forward  # benchmarks/inference.py: the reference
 from pytorch_msssim import ssim as ms_ssim
 from torch import nn
 
+from sapnet.hub import IMAGENET_MEAN, IMAGENET_STD
 from sapnet.losses.backbones import build_vgg16_features
-from sapnet.losses.contrastive import DEFAULT_LAYER_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD, VGG_LAYERS
+from sapnet.losses.contrastive import DEFAULT_LAYER_WEIGHTS, VGG_LAYERS
 from sapnet.losses.lpips import build_lpips
 from sapnet.models import DerainNet
 from sapnet.training.config import TrainConfig
