@@ -352,7 +352,7 @@ def test_torch_compile_matches_eager() -> None:
 @pytest.mark.parametrize(("c_in", "dilation", "half"), [(32, 1, False), (32, 4, False), (64, 1, False), (64, 1, True)])
 def test_conv_same_weight_gradient_matches_conv2d(c_in: int, dilation: int, half: bool) -> None:
     """The CPU channels_last path of ``conv_same`` (weight gradient by batched GEMMs) equals ``F.conv2d``'s."""
-    from sapnet.models.blocks import conv_same
+    from sapnet.models.same_conv import conv_same
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(c_in, 32, 3, padding=dilation, dilation=dilation).to(memory_format=torch.channels_last)
