@@ -25,8 +25,10 @@ RecurrentState = tuple[torch.Tensor, ...]
 
 
 def _inplace_ok() -> bool:
-    """In-place updates of saved activations are only safe when autograd is not recording."""
-    return not torch.is_grad_enabled()
+    """Whether activations may be updated in place: only when autograd is not recording (saved activations) and
+    ``torch.jit.trace`` is not recording either (its check re-runs the trace under ``no_grad``, and the graphs
+    must be the same)."""
+    return not torch.is_grad_enabled() and not torch.jit.is_tracing()
 
 
 class ChannelResidualAttention(nn.Module):

@@ -2,7 +2,8 @@
 
 :func:`conv_same` is ``conv(x)`` (optionally on the first input channels only). When autograd records on the CPU
 in float32 with channels_last input and at least 32 input channels, its backward computes the weight gradient
-with batched GEMMs (:func:`_weight_grad_bmm`) instead of oneDNN; everywhere else it is plain ``F.conv2d``.
+with batched GEMMs (:func:`_weight_grad_bmm`) instead of oneDNN; everywhere else, and while
+``torch.jit.trace`` or ``torch.onnx.export`` records the network, it is plain ``F.conv2d``.
 """
 
 from __future__ import annotations
@@ -77,19 +78,27 @@ class _SameConvCPU(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
+def _recording_graph() -> bool:
+    """Whether ``torch.jit.trace`` or ``torch.onnx.export`` is recording: graphs must hold the plain convolution
+    (a Python autograd function can be neither saved nor exported, and the trace check runs without grad)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def conv_same(conv: nn.Conv2d, x: torch.Tensor, in_channels: int | None = None) -> torch.Tensor:
     """``conv(x)`` for a stride-1 convolution with "same" padding, optionally restricted to its first
     ``in_channels`` input channels (``conv(cat(x, zeros))`` without the zeros).
 
     When autograd records on the CPU in float32 with channels_last input and at least 32 input channels, the
     weight gradient is computed by :func:`_weight_grad_bmm` instead of oneDNN (faster there; the same gradient up
-    to float rounding). Everywhere else (no grad, CUDA, other dtypes or layouts) this is plain ``F.conv2d``.
+    to float rounding). Everywhere else (no grad, CUDA, other dtypes or layouts, while ``torch.jit.trace`` or
+    ``torch.onnx.export`` records) this is plain ``F.conv2d``.
     """
     weight = conv.weight if in_channels is None else conv.weight[:, :in_channels]
     d = conv.dilation[0]
     k = weight.shape[-1]
     if (
         torch.is_grad_enabled()
+        and not _recording_graph()
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and x.shape[1] >= _MIN_BMM_CHANNELS
