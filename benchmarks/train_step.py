@@ -10,7 +10,7 @@ the demo patches as the batch), the derain network and its inputs in channels_la
 once and frozen (no parameter gradients, eval mode), the contrastive clean / rainy features computed in one
 batch under ``torch.no_grad``, one VGG-16 pass shared by the contrastive and LPIPS terms (their VGG-16 weights
 are identical here), the weight gradients of the derain network's 3x3 convolutions as batched matmuls
-(``sapnet.models.blocks.conv_same``), the UBS pseudo-labels from the detached logits of its single forward.
+(``sapnet.models.same_conv.conv_same``), the UBS pseudo-labels from the detached logits of its single forward.
 
 The naive step does what a straightforward port of the reference training code does, for the same terms:
 
@@ -58,8 +58,9 @@ from inference import baseline_forward  # benchmarks/inference.py: the reference
 from pytorch_msssim import ssim as ms_ssim
 from torch import nn
 
+from sapnet.hub import IMAGENET_MEAN, IMAGENET_STD
 from sapnet.losses.backbones import build_vgg16_features
-from sapnet.losses.contrastive import DEFAULT_LAYER_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD, VGG_LAYERS
+from sapnet.losses.contrastive import DEFAULT_LAYER_WEIGHTS, VGG_LAYERS
 from sapnet.losses.lpips import build_lpips
 from sapnet.models import DerainNet
 from sapnet.training.config import TrainConfig

@@ -562,7 +562,7 @@ def test_random_torchvision_models(tmp_path: Path) -> None:
 
 def test_pretrained_weights_unavailable_fail_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
-    monkeypatch.setattr("sapnet.losses.backbones._probe", lambda url: "offline (test)")
+    monkeypatch.setattr("sapnet.hub.probe", lambda url: "offline (test)")
     start = time.monotonic()
     with pytest.raises(ModelUnavailableError) as info:
         TorchvisionSegmenter("deeplabv3_resnet50")

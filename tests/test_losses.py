@@ -336,7 +336,7 @@ def test_weight_file_is_strict(tmp_path: Path) -> None:
     del state["28.bias"]
     path = tmp_path / "broken.pth"
     torch.save(state, path)
-    with pytest.raises(BackboneUnavailableError, match="do not match"):
+    with pytest.raises(BackboneUnavailableError, match="do not fit"):
         PerceptualContrastiveLoss(weight_file=path)
     with pytest.raises(BackboneUnavailableError, match="does not exist"):
         PerceptualContrastiveLoss(weight_file=tmp_path / "missing.pth")

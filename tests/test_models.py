@@ -293,6 +293,37 @@ def test_jit_trace_generalises_to_other_sizes(key: str) -> None:
         torch.testing.assert_close(traced(other), net(other), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning")  # the README promises trace
+@pytest.mark.parametrize(
+    ("arch", "channels", "channels_last"),
+    [("sapnet", 8, False), ("prenet", 8, False), ("sapnet", 32, True), ("prenet", 32, True)],
+    ids=["sapnet", "prenet", "sapnet-channels_last", "prenet-channels_last"],
+)
+def test_jit_trace_with_default_arguments(arch: str, channels: int, channels_last: bool) -> None:
+    """``torch.jit.trace(model, x)`` as a user calls it: eval mode, grad enabled, the default trace check on.
+
+    The channels_last cases take the CPU weight-gradient path of ``conv_same`` in eager mode (32 channels)."""
+    assert torch.is_grad_enabled()
+    torch.manual_seed(0)
+    net = create_model(arch, stages=2, channels=channels).eval()
+    x = make_input((1, 3, 17, 23))
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    traced = torch.jit.trace(net, x)
+    other = make_input((1, 3, 17, 23), seed=2)
+    if channels_last:
+        other = other.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(traced(other), net(other), rtol=1e-5, atol=1e-5)
+    assert "PythonOp" not in str(traced.inlined_graph)  # plain convolutions, no Python autograd function
+    if channels_last:  # while eager training still takes the CPU weight-gradient path
+        from sapnet.models.same_conv import conv_same
+
+        y = torch.randn(1, channels, 9, 9).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        assert "SameConvCPU" in type(conv_same(net.blocks[0].conv1, y).grad_fn).__name__
+
+
 def import_onnx_tools() -> Any:
     """Skip unless onnx, onnxscript (for the dynamo exporter) and onnxruntime import; return onnxruntime."""
     for module in ("onnx", "onnxscript"):
@@ -352,7 +383,7 @@ def test_torch_compile_matches_eager() -> None:
 @pytest.mark.parametrize(("c_in", "dilation", "half"), [(32, 1, False), (32, 4, False), (64, 1, False), (64, 1, True)])
 def test_conv_same_weight_gradient_matches_conv2d(c_in: int, dilation: int, half: bool) -> None:
     """The CPU channels_last path of ``conv_same`` (weight gradient by batched GEMMs) equals ``F.conv2d``'s."""
-    from sapnet.models.blocks import conv_same
+    from sapnet.models.same_conv import conv_same
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(c_in, 32, 3, padding=dilation, dilation=dilation).to(memory_format=torch.channels_last)

@@ -14,6 +14,7 @@ import torch
 
 import sapnet
 from sapnet.cli import main
+from sapnet.hub import file_sha256
 from sapnet.models import WEIGHTS, CheckpointError, DerainNet, WeightsError, WeightsHashError, hub
 from sapnet.models.registry import ARCHITECTURES, find_weights_by_sha256, get_weights, list_models, measured_scores
 
@@ -35,7 +36,7 @@ def zoo_index(compat_dir: Path) -> dict[str, dict[str, object]]:
     entries = json.loads(path.read_text())["checkpoints"]
     index = {e["sha256"]: e for e in entries}
     sapnet_file = compat_dir / "sapnet_official_rain100h.pth"
-    index[hub.file_sha256(sapnet_file)] = {"key": "sapnet", "file": sapnet_file.name, "bytes": 746987, "stages": 6}
+    index[file_sha256(sapnet_file)] = {"key": "sapnet", "file": sapnet_file.name, "bytes": 746987, "stages": 6}
     return index
 
 
@@ -158,7 +159,7 @@ def test_public_file_is_identified_by_its_hash(compat_dir: Path, tmp_path: Path)
     model = sapnet.load_model(renamed)
     assert model.config == entry.config and model.source == "prenet-reference"
     assert sapnet.load_model(renamed, stages=2).config.stages == 2
-    assert find_weights_by_sha256(hub.file_sha256(renamed)) == entry
+    assert find_weights_by_sha256(file_sha256(renamed)) == entry
     # An unknown file with the same keys is read as the published PReNet (what its keys show).
     sd = torch.load(renamed, weights_only=True, map_location="cpu")
     sd["conv.0.bias"] = sd["conv.0.bias"] + 1
@@ -203,7 +204,7 @@ def test_wrong_architecture_for_published_weights(compat_dir: Path) -> None:
 def test_download_through_a_file_url(tmp_path: Path, compat_dir: Path, cache: Path) -> None:
     entry = small_entry(tmp_path, compat_dir)
     path = sapnet.models.download_weights(entry, progress=False)
-    assert path == cache / entry.filename and hub.file_sha256(path) == entry.sha256
+    assert path == cache / entry.filename and file_sha256(path) == entry.sha256
     assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
     assert [p.name for p in cache.iterdir()] == [entry.filename]
     # cached: found without the URL
@@ -227,7 +228,7 @@ def test_download_with_a_wrong_hash_leaves_nothing(damage: str, tmp_path: Path, 
     with pytest.raises(WeightsHashError) as excinfo:
         sapnet.models.download_weights(entry, progress=False)
     message = str(excinfo.value)
-    assert entry.url in message and entry.sha256 in message and hub.file_sha256(served) in message
+    assert entry.url in message and entry.sha256 in message and file_sha256(served) in message
     assert not cache.exists() or not any(cache.iterdir())
 
 
@@ -254,7 +255,7 @@ def test_corrupted_cache_is_reported_not_used(tmp_path: Path, compat_dir: Path, 
         hub.weights_file(entry)
     assert str(path) in str(excinfo.value) and f"sapnet weights download {entry.name}" in str(excinfo.value)
     # downloading again replaces it
-    assert hub.file_sha256(sapnet.models.download_weights(entry, progress=False)) == entry.sha256
+    assert file_sha256(sapnet.models.download_weights(entry, progress=False)) == entry.sha256
 
 
 def test_mirror_found_by_content_whatever_its_name(tmp_path: Path, compat_dir: Path, offline: Path) -> None:
@@ -350,7 +351,7 @@ def test_weights_download_command(
     monkeypatch.setitem(WEIGHTS, entry.name, entry)
     assert main(["weights", "download", entry.name, "--to", str(tmp_path / "carry")]) == 0
     carried = tmp_path / "carry" / entry.filename
-    assert hub.file_sha256(carried) == entry.sha256 and not cache.exists()
+    assert file_sha256(carried) == entry.sha256 and not cache.exists()
     assert main(["weights", "download", entry.name]) == 0
     assert (cache / entry.filename).is_file()
     assert main(["weights", "download", "prenet.rain100x"]) == 2

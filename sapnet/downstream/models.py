@@ -33,7 +33,17 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from sapnet.downstream.targets import Detections
-from sapnet.losses.backbones import BackboneUnavailableError, load_state_dict_file, seeded, torchvision_checkpoint
+from sapnet.hub import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RandomWeightsWarning,
+    WeightsUnavailableError,
+    load_state_dict_file,
+    load_strict,
+    offline_hint,
+    seeded,
+    torchvision_checkpoint,
+)
 
 __all__ = [
     "COCO_CATEGORIES",
@@ -66,16 +76,13 @@ def _coco_categories() -> dict[int, str]:
 COCO_CATEGORIES: dict[int, str] = _coco_categories()
 """The 80 COCO object categories: category id (1..90, with gaps) -> name."""
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+ModelUnavailableError = WeightsUnavailableError
+"""A downstream model's weights are missing or do not fit, or the model file is not what it should be: the
+package's one :class:`sapnet.hub.WeightsUnavailableError`, under the name the downstream benchmark documents."""
 
-
-class ModelUnavailableError(RuntimeError):
-    """A downstream model's weights are missing or do not fit, or the model file is not what it should be."""
-
-
-class RandomModelWarning(UserWarning):
-    """A downstream model runs with random weights: its scores test the plumbing, they measure nothing."""
+RandomModelWarning = RandomWeightsWarning
+"""A downstream model runs with random weights (its scores test the plumbing, they measure nothing):
+:class:`sapnet.hub.RandomWeightsWarning`."""
 
 
 @runtime_checkable
@@ -116,10 +123,7 @@ def _weights_enum(name: str, kind: str) -> object:
     return tvm.get_model_weights(name).DEFAULT
 
 
-_RANDOM_HINT = (
-    "Download it on a machine with internet (it lands in the torch hub cache), give a local state-dict file "
-    "(--weights FILE), or, to test the plumbing only, --weights random."
-)
+_HINT = offline_hint("--weights FILE", "--weights random", "to test the plumbing only: the scores then measure nothing")
 
 
 def _build_torchvision(
@@ -135,23 +139,20 @@ def _build_torchvision(
         source = f"random (seed {seed})"
         warnings.warn(
             f"{kind} {name} has random weights (seed {seed}): its scores test the plumbing and measure nothing",
-            RandomModelWarning,
+            RandomWeightsWarning,
             stacklevel=3,
         )
     else:
         if weights == "pretrained":
-            try:
-                path = torchvision_checkpoint(enum.url, f"the {kind} {name}", hint=_RANDOM_HINT)  # type: ignore[attr-defined]
-            except BackboneUnavailableError as e:
-                raise ModelUnavailableError(str(e)) from None
+            path = torchvision_checkpoint(enum.url, f"the {kind} {name}", _HINT)  # type: ignore[attr-defined]
             source = f"torchvision {enum}"
         else:
             path = Path(weights)
             source = f"file {path}"
         try:
             state = load_state_dict_file(path)
-        except BackboneUnavailableError as e:
-            raise ModelUnavailableError(f"{kind} {name}: {e}") from None
+        except WeightsUnavailableError as e:
+            raise WeightsUnavailableError(f"{kind} {name}: {e}") from None
         if num_classes is None:
             num_classes = _classes_in_state(state)
     if num_classes is not None and num_classes != len(names):
@@ -162,10 +163,7 @@ def _build_torchvision(
     with seeded(seed):
         model = tvm.get_model(name, weights=None, weights_backbone=None, **kwargs)
     if state is not None:
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise ModelUnavailableError(f"the weights ({source}) do not fit the {kind} {name}: {e}") from None
+        load_strict(model, state, f"the {kind} {name} ({source})")
     return model.eval().requires_grad_(False), names, source
 
 
@@ -255,8 +253,8 @@ class TorchvisionSegmenter:
         self.classes = tuple("background" if n == "__background__" else n for n in names)
         self.device = torch.device(device or "cpu")
         self.model.to(self.device)
-        self._mean = torch.tensor(_IMAGENET_MEAN, device=self.device)[:, None, None]
-        self._std = torch.tensor(_IMAGENET_STD, device=self.device)[:, None, None]
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device)[:, None, None]
+        self._std = torch.tensor(IMAGENET_STD, device=self.device)[:, None, None]
 
     @torch.inference_mode()
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
@@ -306,28 +304,28 @@ class YoloxOnnxDetector:
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         if not self.path.is_file():
-            raise ModelUnavailableError(f"ONNX detector {self.path} does not exist")
+            raise WeightsUnavailableError(f"ONNX detector {self.path} does not exist")
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise ModelUnavailableError("ONNX detectors need onnxruntime: pip install 'sapnet[downstream]'") from e
+            raise WeightsUnavailableError("ONNX detectors need onnxruntime: pip install 'sapnet[downstream]'") from e
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for invalid models
-            raise ModelUnavailableError(f"{self.path} is not a loadable ONNX model: {e}") from None
+            raise WeightsUnavailableError(f"{self.path} is not a loadable ONNX model: {e}") from None
         (inp,), outputs = self.session.get_inputs(), self.session.get_outputs()
         shape = list(inp.shape)
         if len(shape) != 4 or shape[1] != 3 or not all(isinstance(s, int) for s in shape[2:]):
-            raise ModelUnavailableError(f"{self.path}: input {inp.name} has shape {shape}, expected (1, 3, H, W)")
+            raise WeightsUnavailableError(f"{self.path}: input {inp.name} has shape {shape}, expected (1, 3, H, W)")
         self.input_name = inp.name
         self.input_size = (int(shape[2]), int(shape[3]))
         anchors = sum(math.ceil(self.input_size[0] / s) * math.ceil(self.input_size[1] / s) for s in self.STRIDES)
         out_shape = list(outputs[0].shape)
         if len(out_shape) != 3 or out_shape[1:] != [anchors, 5 + len(COCO_CATEGORIES)]:
-            raise ModelUnavailableError(
+            raise WeightsUnavailableError(
                 f"{self.path}: output shape {out_shape} is not that of an undecoded 80-class YOLOX export "
                 f"(1, {anchors}, 85) for input {self.input_size}"
             )

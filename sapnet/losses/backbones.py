@@ -10,14 +10,17 @@ Each one is built from one of three sources, recorded as a string (see :func:`de
 
 * ``"imagenet"``: the ImageNet weights of torchvision / segmentation-models-pytorch. They are read from the
   local cache (torch hub cache for torchvision, Hugging Face cache for smp) and downloaded there only when
-  missing. Before any download a short connection probe (:data:`PROBE_TIMEOUT_S` seconds) is made, so an
-  offline machine fails in well under a second or a few seconds instead of waiting for long network
-  time-outs and retries. Any failure raises :class:`BackboneUnavailableError`.
+  missing. Before any download a short connection probe (:data:`sapnet.hub.PROBE_TIMEOUT_S` seconds) is made,
+  so an offline machine fails in well under a second or a few seconds instead of waiting for long network
+  time-outs and retries. Any failure raises :class:`BackboneUnavailableError` (the package's one
+  :class:`sapnet.hub.WeightsUnavailableError`).
 * ``"file:<path>"``: a state-dict file given by the user (``weight_files={"vgg16": path, ...}``), read with
-  ``torch.load(..., weights_only=True)`` (or ``safetensors`` for ``*.safetensors``) and loaded *strictly*.
+  ``torch.load(..., weights_only=True)`` (or ``safetensors`` for ``*.safetensors``) and loaded *strictly*
+  (:func:`sapnet.hub.load_state_dict_file`, :func:`sapnet.hub.load_strict`).
 * ``"random"``: random initialisation from a fixed seed, only when asked for explicitly
-  (``backbones="random"`` / ``--backbones random``). A :class:`RandomBackboneWarning` is issued each time one
-  is built. There is never a silent fallback from ``"imagenet"`` to ``"random"``.
+  (``backbones="random"`` / ``--backbones random``). A :class:`RandomBackboneWarning` (the package's one
+  :class:`sapnet.hub.RandomWeightsWarning`) is issued each time one is built. There is never a silent
+  fallback from ``"imagenet"`` to ``"random"``.
 
 Every backbone returned here is frozen: ``requires_grad`` is off for all its parameters and it is in eval mode.
 """
@@ -25,22 +28,27 @@ Every backbone returned here is frozen: ``requires_grad`` is off for all its par
 from __future__ import annotations
 
 import os
-import re
-import socket
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlparse
-from urllib.request import getproxies
+from typing import Literal
 
 import torch
 from torch import nn
 
+from sapnet import hub
+from sapnet.hub import (
+    RandomWeightsWarning,
+    WeightsUnavailableError,
+    load_state_dict_file,
+    load_strict,
+    offline_hint,
+    seeded,
+    torchvision_checkpoint,
+)
+
 __all__ = [
     "LPIPS_NETS",
-    "PROBE_TIMEOUT_S",
     "VGG16_CONFIG",
     "WEIGHT_FILE_KEYS",
     "BackboneMode",
@@ -51,9 +59,6 @@ __all__ = [
     "build_vgg16_features",
     "describe_source",
     "freeze",
-    "load_state_dict_file",
-    "seeded",
-    "torchvision_checkpoint",
 ]
 
 BackboneMode = Literal["imagenet", "random"]
@@ -65,28 +70,23 @@ WEIGHT_FILE_KEYS = ("vgg16", "lpips", "seg_encoder")
 LPIPS_NETS = ("vgg", "alex", "squeeze")
 """The LPIPS trunks (names of the ``lpips`` package)."""
 
-PROBE_TIMEOUT_S = 3.0
-"""Seconds allowed for the connection probe made before any download attempt."""
-
 VGG16_CONFIG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
 )  # fmt: skip
 """VGG-16 (configuration "D" of Simonyan & Zisserman): conv widths, ``"M"`` = 2x2 max-pooling."""
 
-_RANDOM_HINT = (
-    'To train without pretrained weights, pass `--backbones random` on the command line (backbones="random" in '
-    "Python): the backbones are then randomly initialised from a fixed seed, which changes what the perceptual, "
-    "LPIPS and segmentation losses measure. Or give a local state-dict file with weight_files={key: path} "
-    "(keys: vgg16, lpips, seg_encoder)."
+BackboneUnavailableError = WeightsUnavailableError
+"""Pretrained backbone weights could not be found locally nor downloaded (or a weight file is invalid): the
+package's one :class:`sapnet.hub.WeightsUnavailableError`, under the name the losses document."""
+
+RandomBackboneWarning = RandomWeightsWarning
+"""A loss backbone was built with random weights (``backbones="random"``): :class:`sapnet.hub.RandomWeightsWarning`."""
+
+_HINT = offline_hint(
+    "weight_files={key: path}, keys vgg16, lpips, seg_encoder",
+    '`--backbones random` on the command line, backbones="random" in Python',
+    "initialised from a fixed seed, which changes what the perceptual, LPIPS and segmentation losses measure",
 )
-
-
-class BackboneUnavailableError(RuntimeError):
-    """Pretrained backbone weights could not be found locally nor downloaded (or a weight file is invalid)."""
-
-
-class RandomBackboneWarning(UserWarning):
-    """A loss backbone was built with random weights (``backbones="random"``) instead of ImageNet weights."""
 
 
 def describe_source(mode: BackboneMode, weight_file: str | os.PathLike[str] | None) -> str:
@@ -96,14 +96,6 @@ def describe_source(mode: BackboneMode, weight_file: str | os.PathLike[str] | No
     if mode not in ("imagenet", "random"):
         raise ValueError(f'backbones must be "imagenet" or "random", got {mode!r}')
     return mode
-
-
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run the block with the CPU random generator seeded by ``seed``; the global generator state is restored."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -116,95 +108,9 @@ def _warn_random(what: str, seed: int) -> None:
     warnings.warn(
         f"{what} is randomly initialised (backbones='random', seed={seed}), not ImageNet-pretrained: the loss "
         "it feeds does not measure what the paper's loss measures. Record this with the trained model.",
-        RandomBackboneWarning,
+        RandomWeightsWarning,
         stacklevel=4,
     )
-
-
-# --------------------------------------------------------------------------------------------------- loading
-
-
-def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a state dict (name -> tensor) from ``path`` on the CPU.
-
-    ``*.safetensors`` files are read with ``safetensors``; anything else with ``torch.load(weights_only=True)``.
-    A ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper is unwrapped. Raises :class:`BackboneUnavailableError`
-    when the file is missing or is not a state dict.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise BackboneUnavailableError(f"weight file {p} does not exist")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(p), device="cpu")
-        else:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable / unsafe pickle / corrupt file
-        raise BackboneUnavailableError(f"cannot read weight file {p}: {exc}") from exc
-    if isinstance(obj, Mapping):
-        for wrapper in ("state_dict", "model"):
-            if wrapper in obj and isinstance(obj[wrapper], Mapping):
-                obj = obj[wrapper]
-                break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise BackboneUnavailableError(f"weight file {p} does not hold a state dict (a mapping name -> tensor)")
-    return dict(obj)
-
-
-def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise BackboneUnavailableError(f"the weights for {what} do not match its architecture: {exc}") from exc
-
-
-def _probe(url: str) -> str | None:
-    """``None`` when a TCP connection to the host of ``url`` opens within :data:`PROBE_TIMEOUT_S`, else why not.
-
-    Skipped (``None``) when a proxy is configured for the scheme, since direct connections may then be blocked
-    while downloads work.
-    """
-    parsed = urlparse(url)
-    if getproxies().get(parsed.scheme):
-        return None
-    host = parsed.hostname or ""
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
-            return None
-    except OSError as exc:
-        return f"cannot reach {host}:{port} ({exc})"
-
-
-def torchvision_checkpoint(url: str, what: str, hint: str = _RANDOM_HINT) -> Path:
-    """The local path of a torchvision checkpoint, downloaded into the torch hub cache when missing.
-
-    Looks for ``torch.hub.get_dir()/checkpoints/<file name of url>`` first; downloads only when it is missing and
-    a quick connection probe succeeds. Raises :class:`BackboneUnavailableError` naming the file, the cache path
-    and ``hint`` (default: the ``--backbones random`` option of training) otherwise.
-    """
-    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    target = cache_dir / os.path.basename(urlparse(url).path)
-    if target.is_file():
-        return target
-    reason = _probe(url)
-    if reason is None:
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            # torchvision file names end in the first hex digits of the file's SHA-256, checked on download
-            match = re.search(r"-([0-9a-f]{6,})\.pth$", target.name)
-            torch.hub.download_url_to_file(url, str(target), hash_prefix=match and match.group(1), progress=False)
-        except Exception as exc:  # network errors, HTTP errors, disk errors
-            reason = f"download failed: {exc}"
-    if reason is not None or not target.is_file():
-        raise BackboneUnavailableError(
-            f"Pretrained weights for {what} are unavailable: {target} is not in the torch hub cache and could not "
-            f"be downloaded from {url} ({reason}). Put the file there (or set TORCH_HOME), or pass its path as "
-            f"a weight file. {hint}"
-        )
-    return target
 
 
 # ----------------------------------------------------------------------------------------------------- VGG-16
@@ -248,7 +154,7 @@ def build_vgg16_features(
     Args:
         mode: ``"imagenet"``: torchvision's ImageNet weights (``vgg16-397923af.pth``, from the torch hub cache,
             downloaded when missing); ``"random"``: torchvision's initialisation scheme (Kaiming-normal conv
-            weights, fan-out, zero biases) from ``seed``, with a :class:`RandomBackboneWarning`.
+            weights, fan-out, zero biases) from ``seed``, with a :class:`~sapnet.hub.RandomWeightsWarning`.
         weight_file: a state dict of torchvision's ``vgg16()`` (whole model, the classifier is ignored) or of
             its ``features``; loaded strictly. Overrides ``mode``.
         seed: the seed of the random initialisation.
@@ -268,8 +174,8 @@ def build_vgg16_features(
     if source == "random":
         _warn_random(what, seed)
     else:
-        path = Path(weight_file) if weight_file is not None else torchvision_checkpoint(_VGG16_URL, what)
-        _load_strict(features, _features_state(load_state_dict_file(path)), f"{what} (from {path})")
+        path = Path(weight_file) if weight_file is not None else torchvision_checkpoint(_VGG16_URL, what, _HINT)
+        load_strict(features, _features_state(load_state_dict_file(path)), f"{what} (from {path})")
     return freeze(features), source  # type: ignore[return-value]
 
 
@@ -311,9 +217,9 @@ def build_lpips_trunk(
         path = (
             Path(weight_file)
             if weight_file is not None
-            else torchvision_checkpoint(_LPIPS_TRUNK_URLS[net], f"the LPIPS trunk ({net})")
+            else torchvision_checkpoint(_LPIPS_TRUNK_URLS[net], f"the LPIPS trunk ({net})", _HINT)
         )
-        _load_strict(features, _features_state(load_state_dict_file(path)), f"the LPIPS trunk {net} (from {path})")
+        load_strict(features, _features_state(load_state_dict_file(path)), f"the LPIPS trunk {net} (from {path})")
     return freeze(features), source  # type: ignore[return-value]
 
 
@@ -326,8 +232,8 @@ def _smp_encoder_weights(encoder: str) -> Path:
 
     settings = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {}).get("imagenet")
     if settings is None:
-        raise BackboneUnavailableError(
-            f"segmentation-models-pytorch knows no ImageNet weights for encoder {encoder!r}. {_RANDOM_HINT}"
+        raise WeightsUnavailableError(
+            f"segmentation-models-pytorch knows no ImageNet weights for encoder {encoder!r}. {_HINT}"
         )
     repo_id, revision = settings["repo_id"], settings["revision"]
     from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
@@ -336,16 +242,16 @@ def _smp_encoder_weights(encoder: str) -> Path:
     if isinstance(cached, str) and os.path.isfile(cached):
         return Path(cached)
     url = f"{constants.ENDPOINT}/{repo_id}"
-    reason = _probe(url)
+    reason = hub.probe(url)
     if reason is None:
         try:
             return Path(hf_hub_download(repo_id, filename="model.safetensors", revision=revision))
         except Exception as exc:
             reason = f"download failed: {exc}"
-    raise BackboneUnavailableError(
+    raise WeightsUnavailableError(
         f"ImageNet weights for the segmentation encoder {encoder!r} are unavailable: {repo_id}@{revision[:12]} "
         f"(model.safetensors) is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and could not be "
-        f"downloaded from {url} ({reason}). {_RANDOM_HINT}"
+        f"downloaded from {url} ({reason}). {_HINT}"
     )
 
 
@@ -364,7 +270,7 @@ def build_segmentation_network(
     The encoder (3 input channels) is ImageNet-initialised (``mode="imagenet"``, smp's weights from the Hugging
     Face cache, downloaded when missing), loaded from ``weight_file`` (a state dict of ``model.encoder``,
     ``*.safetensors`` or ``torch.save`` file, strict), or random (smp's default initialisation from ``seed``,
-    with a :class:`RandomBackboneWarning`). In every case the decoder and segmentation head convolutions are
+    with a :class:`~sapnet.hub.RandomWeightsWarning`). In every case the decoder and segmentation head convolutions are
     re-initialised from ``seed`` with weights drawn from N(0, ``head_std``²) and zero biases (the Gaussian
     head of the paper), so the head is the same for the same seed.
 
@@ -386,5 +292,5 @@ def build_segmentation_network(
         _warn_random(f"the segmentation encoder ({encoder})", seed)
     else:
         path = Path(weight_file) if weight_file is not None else _smp_encoder_weights(encoder)
-        _load_strict(model.encoder, load_state_dict_file(path), f"the segmentation encoder {encoder} (from {path})")
+        load_strict(model.encoder, load_state_dict_file(path), f"the segmentation encoder {encoder} (from {path})")
     return freeze(model), source

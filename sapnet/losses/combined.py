@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from sapnet.hub import IMAGENET_MEAN, IMAGENET_STD
 from sapnet.losses.backbones import WEIGHT_FILE_KEYS, BackboneMode, describe_source
-from sapnet.losses.contrastive import IMAGENET_MEAN, IMAGENET_STD, PerceptualContrastiveLoss, contrastive_from_features
+from sapnet.losses.contrastive import PerceptualContrastiveLoss, contrastive_from_features
 from sapnet.losses.lpips import LPIPSLoss, lpips_from_features
 from sapnet.losses.segmentation import UBSLoss
 from sapnet.losses.ssim import SSIMLoss

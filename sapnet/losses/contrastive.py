@@ -9,21 +9,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from sapnet.hub import IMAGENET_MEAN, IMAGENET_STD
 from sapnet.losses.backbones import BackboneMode, build_vgg16_features
 
 __all__ = [
     "DEFAULT_LAYER_WEIGHTS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "VGG_LAYERS",
     "PerceptualContrastiveLoss",
     "VGGFeatures",
     "contrastive_from_features",
     "contrastive_loss",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 VGG_LAYERS: dict[str, int] = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
 """The feature layers used, with their index in torchvision's ``vgg16().features``."""

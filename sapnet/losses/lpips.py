@@ -11,14 +11,8 @@ import lpips as _lpips_pkg
 import torch
 from torch import nn
 
-from sapnet.losses.backbones import (
-    LPIPS_NETS,
-    BackboneMode,
-    BackboneUnavailableError,
-    build_lpips_trunk,
-    freeze,
-    load_state_dict_file,
-)
+from sapnet.hub import WeightsUnavailableError, load_state_dict_file
+from sapnet.losses.backbones import LPIPS_NETS, BackboneMode, build_lpips_trunk, freeze
 
 __all__ = ["LPIPSLoss", "build_lpips", "lpips_from_features", "lpips_loss"]
 
@@ -53,7 +47,7 @@ def build_lpips(
     trunk, source = build_lpips_trunk(net, backbone, weight_file, seed)
     lin_file = _linear_weights_file(net, version)
     if not lin_file.is_file():
-        raise BackboneUnavailableError(f"the LPIPS linear weights {lin_file} are missing from the lpips package")
+        raise WeightsUnavailableError(f"the LPIPS linear weights {lin_file} are missing from the lpips package")
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's deprecation warnings about `pretrained=`
         metric = _lpips_pkg.LPIPS(pretrained=False, net=net, version=version, pnet_rand=True, verbose=False)
@@ -62,7 +56,7 @@ def build_lpips(
     missing, unexpected = metric.load_state_dict(load_state_dict_file(lin_file), strict=False)
     bad_missing = [k for k in missing if not k.startswith(("net.", "scaling_layer.", "lins."))]
     if unexpected or bad_missing:
-        raise BackboneUnavailableError(
+        raise WeightsUnavailableError(
             f"the LPIPS linear weights {lin_file} do not fit: missing {bad_missing}, unexpected {unexpected}"
         )
     # The lpips trunk splits torchvision's `features` into slices that keep the layer indices as names.

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sapnet.hub import IMAGENET_MEAN, IMAGENET_STD
 from sapnet.losses.backbones import BackboneMode, build_segmentation_network
-from sapnet.losses.contrastive import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["UBSLoss", "focal_loss", "ubs_loss"]
 

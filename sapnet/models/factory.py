@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from sapnet.hub import file_sha256
 from sapnet.models.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
 from sapnet.models.derain_net import DerainNet, DerainNetConfig
-from sapnet.models.hub import file_sha256, weights_file
+from sapnet.models.hub import weights_file
 from sapnet.models.registry import find_weights_by_sha256, get_architecture, get_weights, split_name
 
 __all__ = ["HF_HUB_PREFIX", "create_model", "load_model"]

@@ -9,6 +9,9 @@
    hash is checked at every use: a corrupted file is reported, never loaded;
 3. a download of the entry's URL with a progress bar, into a temporary file beside the cache entry that is
    renamed into place only after its SHA-256 matches (a mismatch or an interruption leaves nothing behind).
+
+The plumbing shared with the loss backbones and the downstream models (torch hub cache folder, memoised
+SHA-256, content-addressed mirror lookup, the "weights unavailable" error) is :mod:`sapnet.hub`.
 """
 
 from __future__ import annotations
@@ -18,12 +21,10 @@ import os
 import tempfile
 import urllib.error
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 
-import torch
-
 from sapnet.data.download import fetch_url, sha256sum
+from sapnet.hub import WeightsUnavailableError, find_file, hub_checkpoint_dir
 from sapnet.models.checkpoint import CheckpointError
 from sapnet.models.registry import WeightsEntry, get_weights
 
@@ -34,7 +35,6 @@ __all__ = [
     "cache_dir",
     "cached_file",
     "download_weights",
-    "file_sha256",
     "find_in_mirror",
     "weights_file",
 ]
@@ -43,8 +43,10 @@ WEIGHTS_DIR_ENV = "SAPNET_WEIGHTS_DIR"
 """Environment variable naming an offline mirror folder of weights files."""
 
 
-class WeightsError(CheckpointError):
-    """Registry weights that cannot be had: offline without a mirror, HTTP error, ..."""
+class WeightsError(WeightsUnavailableError, CheckpointError):
+    """Registry weights that cannot be had: offline without a mirror, HTTP error, ... Both the package's
+    :class:`sapnet.hub.WeightsUnavailableError` and a :class:`~sapnet.models.checkpoint.CheckpointError` (what
+    the model resolver raises)."""
 
 
 class WeightsHashError(WeightsError):
@@ -53,7 +55,7 @@ class WeightsHashError(WeightsError):
 
 def cache_dir() -> Path:
     """``torch.hub.get_dir()/checkpoints/sapnet`` (follows ``$TORCH_HOME``), where downloads are kept."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / "sapnet"
+    return hub_checkpoint_dir() / "sapnet"
 
 
 def cached_file(entry: WeightsEntry) -> Path:
@@ -61,32 +63,10 @@ def cached_file(entry: WeightsEntry) -> Path:
     return cache_dir() / entry.filename
 
 
-@cache
-def _hash(path: Path, size: int, mtime_ns: int) -> str:
-    return sha256sum(path)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, memoised per (path, size, modification time): a changed file is hashed again."""
-    p = Path(path).resolve()
-    st = p.stat()
-    return _hash(p, st.st_size, st.st_mtime_ns)
-
-
 def find_in_mirror(entry: WeightsEntry, folder: str | os.PathLike[str]) -> Path | None:
-    """A file below ``folder`` (recursively, links followed) with ``entry``'s size and SHA-256, or ``None``."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        return None
-    for dirpath, _, files in os.walk(root, followlinks=True):
-        for name in sorted(files):
-            path = Path(dirpath) / name
-            try:
-                if path.stat().st_size == entry.bytes and file_sha256(path) == entry.sha256:
-                    return path
-            except OSError:
-                continue
-    return None
+    """A file below ``folder`` (recursively, links followed) with ``entry``'s size and SHA-256, or ``None``
+    (:func:`sapnet.hub.find_file`)."""
+    return find_file(folder, entry.bytes, entry.sha256)
 
 
 def _check_cached(entry: WeightsEntry, path: Path) -> Path:
