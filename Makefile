@@ -40,7 +40,7 @@ demo: $(STAMP)
 ## Speed and quality benchmarks (results in benchmarks/RESULTS.md; tiling: benchmarks/tiling.py --large, ~25 min).
 bench: $(STAMP)
 	$(PY) benchmarks/inference.py
-	$(PY) benchmarks/brisque.py
+	$(PY) benchmarks/no_reference.py
 	$(PY) benchmarks/evaluate.py
 
 clean:

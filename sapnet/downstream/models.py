@@ -90,7 +90,11 @@ class Detector(Protocol):
     """Detects objects: ``detector(image (3, H, W) float in [0, 1]) -> Detections`` (COCO category ids)."""
 
     name: str
-    categories: Mapping[int, str]
+
+    @property
+    def categories(self) -> Mapping[int, str]:
+        """COCO category id -> name."""
+        ...
 
     def __call__(self, image: torch.Tensor) -> Detections: ...
 
@@ -371,7 +375,8 @@ class YoloxOnnxDetector:
     def __call__(self, image: torch.Tensor) -> Detections:
         x, scale = self.preprocess(image)
         (raw,) = self.session.run(None, {self.input_name: x})
-        return self.decode(torch.from_numpy(raw[0]).float(), scale, tuple(image.shape[-2:]))
+        h, w = image.shape[-2:]
+        return self.decode(torch.from_numpy(raw[0]).float(), scale, (int(h), int(w)))
 
     def __repr__(self) -> str:
         return f"YoloxOnnxDetector({str(self.path)!r})"

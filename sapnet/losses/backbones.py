@@ -170,7 +170,8 @@ def build_vgg16_features(
             for m in features.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                    nn.init.zeros_(m.bias)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
     if source == "random":
         _warn_random(what, seed)
     else:

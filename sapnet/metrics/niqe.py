@@ -97,8 +97,7 @@ def _aggd(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def _block_features(mscn: torch.Tensor, block: int) -> torch.Tensor:
     """(H, W) MSCN map of whole ``block`` x ``block`` blocks -> (blocks, 18) features."""
     h, w = mscn.shape
-    # float32 from here, as the release's own arithmetic (and twice as fast as float64).
-    b = mscn.float().reshape(h // block, block, w // block, block).transpose(1, 2).reshape(-1, block, block)
+    b = mscn.reshape(h // block, block, w // block, block).transpose(1, 2).reshape(-1, block, block)
     up = b.roll(1, 1)  # each pixel's upper neighbour, the block wrapping around
     neighbours = (b.roll(1, 2), up, up.roll(1, 2), up.roll(-1, 2))  # left, up, upper-left, upper-right
     maps = torch.stack([b] + [b * n for n in neighbours])
@@ -110,11 +109,17 @@ def _block_features(mscn: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def _mscn(y: torch.Tensor) -> torch.Tensor:
-    """(H, W) float64 -> MSCN coefficients with replicated borders."""
+    """(H, W) float64 -> float32 MSCN coefficients with replicated borders.
+
+    The filter sums are taken in float64 and rounded to float32, the rest is float32: the release's arithmetic.
+    It matters on flat regions, where the rounding makes mu equal the pixel and the block all zeros (then left
+    out of the fit as undefined) instead of leaving float64 residues of ~1e-14 with arbitrary statistics.
+    """
     padded = F.pad(y[None, None], (_HALF,) * 4, mode="replicate")[0, 0]
-    mu = blur_valid(padded)
-    sigma = (blur_valid(padded * padded) - mu * mu).abs_().sqrt_()
-    return (y - mu) / (sigma + 1)
+    mu = blur_valid(padded).float()
+    sq = blur_valid(padded * padded).float()
+    sigma = (sq - mu * mu).abs_().sqrt_()
+    return (y.float() - mu) / (sigma + 1)
 
 
 def _matlab_half(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -182,7 +187,7 @@ def niqe(x: torch.Tensor | Sequence[torch.Tensor], data_range: float = 1.0) -> t
         (torch.Size([2]), True)
     """
     single = isinstance(x, torch.Tensor) and x.dim() == 3
-    images = [x] if single else list(x)  # type: ignore[list-item]
+    images: list[torch.Tensor] = [x] if isinstance(x, torch.Tensor) and single else list(x)
     scores = []
     for image in images:
         _check(image)
