@@ -15,8 +15,20 @@ from PIL import Image
 
 import sapnet
 from sapnet.cli import main
-from sapnet.evaluation import METRICS, Method, evaluate
-from sapnet.metrics import brisque, psnr, quantize, ssim
+from sapnet.data import ImageReadError
+from sapnet.evaluation import (
+    Method,
+    MethodRunner,
+    PerImageWriter,
+    Record,
+    evaluate,
+    format_value,
+    markdown_table,
+    records_table,
+    scores_table,
+    write_tables,
+)
+from sapnet.metrics import METRICS, brisque, psnr, quantize, ssim
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZE = (40, 32)  # PIL (width, height); BRISQUE needs >= 14 pixels a side
@@ -222,6 +234,54 @@ def test_limit_scores_the_first_images(data: Path, model: sapnet.DerainNet, tmp_
 def test_metric_registry() -> None:
     assert set(METRICS) == {"psnr", "ssim", "brisque"}
     assert [m for m in METRICS if METRICS[m].paired] == ["psnr", "ssim"]
+
+
+def test_method_runner_outputs_and_timing(data: Path, model: sapnet.DerainNet, tmp_path: Path) -> None:
+    rainy_path = data / "rain" / "001.png"
+    rainy = sapnet.read_image(rainy_path)
+    runner = MethodRunner()
+    out = runner(Method("net", model=model), "set", "001", rainy_path, rainy)
+    assert torch.equal(out, quantize(sapnet.derain(rainy, model))) and runner.seconds["net"] > 0
+    saved = tmp_path / "saved"
+    sapnet.write_image(out, saved / "set" / "001.png")
+    again = runner(Method("folder", outputs_dir=saved), "set", "001", rainy_path, rainy)
+    assert torch.equal(again, out) and set(runner.seconds) == {"net"}  # reading takes no network time
+    assert runner.total_seconds == runner.seconds["net"]
+    sapnet.write_image(out[:, :-2], saved / "set" / "002.png")
+    with pytest.raises(ImageReadError, match=r"output is \(30, 40\), the input \(32, 40\)"):
+        runner(Method("folder", outputs_dir=saved), "set", "002", data / "rain" / "002.png", rainy)
+
+
+@pytest.mark.parametrize(("value", "decimals", "cell"), [(1.23456, 2, "1.23"), (0.5, 4, "0.5000"), (None, 2, "-"),
+                                                        (float("nan"), 3, "-")])  # fmt: skip
+def test_format_value(value: float | None, decimals: int, cell: str) -> None:
+    assert format_value(value, decimals) == cell
+
+
+def test_both_table_layouts_share_one_renderer(tmp_path: Path) -> None:
+    assert markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+    psnr_spec, brisque_spec = METRICS["psnr"].spec, METRICS["brisque"].spec
+    records = [Record("Rainy", "set", 2, {"psnr": 20.0, "brisque": 30.0}), Record("m", "set", 2, {"psnr": 25.5})]
+    text = records_table(records, [psnr_spec, brisque_spec])
+    assert text.startswith("| method | set PSNR ↑ | set BRISQUE ↓ |\n|---|---|---|\n| Rainy | 20.00 | 30.00 |")
+    assert "| m | 25.50 | - |" in text and "Means over images (set: 2 images)." in text
+    scores = {"Rainy": {"psnr": 20.0}, "m": {"psnr": float("nan")}}
+    assert (
+        scores_table(["Rainy", "m"], scores, [psnr_spec])
+        == "| metric | Rainy | m |\n|---|---|---|\n| PSNR ↑ | 20.00 | - |"
+    )
+    paths = write_tables(tmp_path, "# t\n", [["k", "v"], ["x", 1.5]], {"x": None})
+    assert paths["md"].read_text() == "# t\n" and paths["csv"].read_text().splitlines() == ["k,v", "x,1.5"]
+    assert json.loads(paths["json"].read_text()) == {"x": None}
+
+
+def test_per_image_writer_flushes_each_row(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "per_image.csv"
+    with PerImageWriter(path, ["psnr", "brisque"]) as writer:
+        assert path.read_text().splitlines() == ["method,dataset,image,psnr,brisque"]
+        writer.write({"method": "m", "dataset": "d", "image": "1", "psnr": 30.5})
+        assert path.read_text().splitlines()[1] == "m,d,1,30.5,"  # on disk before the file is closed
+    assert writer.rows == 1
 
 
 def test_method_object_in_memory(data: Path, model: sapnet.DerainNet) -> None:

@@ -8,7 +8,6 @@ averaged over the images. Precomputed outputs of other methods are read from the
 
 from __future__ import annotations
 
-import csv
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -18,121 +17,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sapnet.data import IMAGE_EXTENSIONS, ImageConversionWarning, ImageReadError, read_image, write_image
+from sapnet.data import ImageConversionWarning, ImageReadError, read_image, write_image
 from sapnet.data.datasets import DatasetError, LayoutNotFoundError, find_images, find_pairs
 from sapnet.data.registry import check_benchmark
 from sapnet.evaluation.grid import comparison_grid
-from sapnet.evaluation.tables import MetricSpec, Record, write_tables
-from sapnet.inference import derain
-from sapnet.metrics import brisque, psnr, quantize, ssim
-from sapnet.models import CheckpointError, load_model
+from sapnet.evaluation.methods import Method, MethodRunner, resolve_methods
+from sapnet.evaluation.tables import PerImageWriter, Record, write_records
+from sapnet.metrics import METRICS, check_metrics
 
-__all__ = [
-    "METRICS",
-    "UNAVAILABLE_METRICS",
-    "DatasetSpec",
-    "EvaluationResult",
-    "Method",
-    "check_metrics",
-    "evaluate",
-    "parse_dataset",
-    "resolve_method",
-    "resolve_methods",
-]
+__all__ = ["RAINY", "DatasetSpec", "EvaluationResult", "evaluate", "parse_dataset"]
 
 RAINY = "Rainy"
-
-
-@dataclass(frozen=True)
-class _Metric:
-    spec: MetricSpec
-    paired: bool
-    fn: Callable[[torch.Tensor, torch.Tensor | None], float]
-
-
-def _psnr(x: torch.Tensor, y: torch.Tensor | None) -> float:
-    assert y is not None
-    return psnr(x[None], y[None]).item()
-
-
-def _ssim(x: torch.Tensor, y: torch.Tensor | None) -> float:
-    assert y is not None
-    return ssim(x[None], y[None]).item()
-
-
-def _brisque(x: torch.Tensor, _: torch.Tensor | None) -> float:
-    return brisque(x[None]).item()
-
-
-METRICS: dict[str, _Metric] = {
-    "psnr": _Metric(MetricSpec("psnr", "PSNR", 2, True), True, _psnr),
-    "ssim": _Metric(MetricSpec("ssim", "SSIM", 4, True), True, _ssim),
-    "brisque": _Metric(MetricSpec("brisque", "BRISQUE", 2, False), False, _brisque),
-}
-"""Metrics by name: PSNR / SSIM (Y channel, MATLAB protocol) need a clean image; BRISQUE does not."""
-
-UNAVAILABLE_METRICS: dict[str, str] = {
-    "niqe": "NIQE is not provided: its published implementations disagree with one another and there are no "
-    "reference scores here to calibrate ours against (see sapnet.metrics)",
-}
-"""Metrics that users may ask for and that are deliberately left out, with the reason."""
-
-
-def check_metrics(names: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming each unknown or unavailable metric in ``names``."""
-    problems = [UNAVAILABLE_METRICS.get(n, f"unknown metric {n!r}") for n in names if n not in METRICS]
-    if problems:
-        raise ValueError("; ".join(problems) + f". Available: {', '.join(METRICS)}")
-
-
-@dataclass
-class Method:
-    """A derain method: a network (run on each rainy image) or a folder of its precomputed outputs."""
-
-    name: str
-    model: torch.nn.Module | None = None
-    outputs_dir: Path | None = None
-
-    def output_for(self, dataset: str, name: str, rainy_path: Path) -> Path:
-        """The precomputed output for an image: ``DIR/<dataset>/`` (if it exists) or ``DIR/``, matched by the pair
-        name or the rainy file's stem, any image extension."""
-        assert self.outputs_dir is not None
-        folder = self.outputs_dir / dataset if (self.outputs_dir / dataset).is_dir() else self.outputs_dir
-        for stem in dict.fromkeys((name, rainy_path.stem)):
-            for ext in sorted(IMAGE_EXTENSIONS):
-                for candidate in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):
-                    if candidate.is_file():
-                        return candidate
-        raise ImageReadError(f"{folder}: no output named {name!r} or {rainy_path.stem!r} for {rainy_path.name}")
-
-
-def resolve_method(spec: str) -> Method:
-    """``[LABEL=]SPEC`` -> :class:`Method`. SPEC is a folder of precomputed outputs, or anything
-    :func:`sapnet.load_model` reads: a registry name (``prenet.rain100h``), a checkpoint file (ours or a public
-    SAPNet / PReNet file) or a ``save_pretrained`` folder (one holding ``config.json``).
-
-    Raises:
-        CheckpointError / KeyError: with a message naming what is wrong (``KeyError``: the closest valid names).
-    """
-    label, _, target = spec.rpartition("=")
-    path = Path(target).expanduser()
-    if path.is_dir() and not (path / "config.json").is_file():
-        return Method(label or path.name, outputs_dir=path)
-    model = load_model(target)
-    return Method(label or (path.stem if path.exists() else target), model=model)
-
-
-def resolve_methods(methods: Sequence[str | Method]) -> tuple[list[Method], list[tuple[str, str]]]:
-    """:func:`resolve_method` for each spec (:class:`Method` objects pass through): (the methods that load,
-    ``(spec, reason)`` for each one that does not)."""
-    resolved: list[Method] = []
-    failed: list[tuple[str, str]] = []
-    for m in methods:
-        try:
-            resolved.append(m if isinstance(m, Method) else resolve_method(m))
-        except (CheckpointError, FileNotFoundError, KeyError, OSError) as e:
-            failed.append((str(m), str(e.args[0]) if isinstance(e, KeyError) else str(e)))
-    return resolved, failed
+"""The row of the rainy inputs themselves."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +87,7 @@ def evaluate(
         datasets: ``NAME=DIR`` specs or :class:`DatasetSpec`. Paired folders (any layout of
             :func:`sapnet.data.find_pairs`) get the paired metrics; folders of images alone get the no-reference
             metrics only.
-        metrics: names from :data:`METRICS`.
+        metrics: names from :data:`sapnet.metrics.METRICS`.
         out: folder for ``table.md/csv/json``, ``per_image.csv``, ``grid_<dataset>.png`` and, with
             ``save_outputs``, ``outputs/<method>/<dataset>/<name>.png`` (the quantised outputs that were scored).
         device, tile: passed to :func:`sapnet.derain`.
@@ -208,6 +104,7 @@ def evaluate(
     records: list[Record] = []
     per_image: list[dict[str, object]] = []
     result = EvaluationResult(records, per_image)
+    runner = MethodRunner(device, tile)
 
     resolved, failed_methods = resolve_methods(methods)
     for name, reason in failed_methods:
@@ -245,12 +142,7 @@ def evaluate(
             outputs: dict[str, torch.Tensor] = {RAINY: rainy}
             for method in resolved:
                 try:
-                    outputs[method.name] = _method_output(
-                        method, ds.name, image_name, rainy_path, rainy, device, tile, result
-                    )
-                    if outputs[method.name].shape != rainy.shape:
-                        shape = tuple(outputs[method.name].shape[1:])
-                        raise ImageReadError(f"{method.name} output is {shape}, the input {tuple(rainy.shape[1:])}")
+                    outputs[method.name] = runner(method, ds.name, image_name, rainy_path, rainy)
                 except (ImageReadError, RuntimeError) as e:
                     log(f"skipping {method.name} on {ds.name}/{image_name}: {e}")
                     rows[method.name].skipped.append((image_name, str(e)))
@@ -287,8 +179,12 @@ def evaluate(
     if out is not None:
         specs = [m.spec for m in chosen]
         note = _PROTOCOL_NOTE + (f" Only the first {limit} images of each dataset were scored." if limit else "")
-        result.files.update(write_tables(records, specs, out, note=note))
-        result.files["per_image"] = _write_per_image(per_image, [s.key for s in specs], out / "per_image.csv")
+        result.files.update(write_records(records, specs, out, note=note))
+        with PerImageWriter(out / "per_image.csv", [s.key for s in specs]) as writer:
+            for row in per_image:
+                writer.write(row)
+        result.files["per_image"] = writer.path
+    result.model_seconds = runner.total_seconds
     return result
 
 
@@ -315,29 +211,3 @@ def _benchmark_warnings(name: str, count: int, rainy_psnr: float | None) -> list
         return check_benchmark(name, count, rainy_psnr=rainy_psnr, warn=False)
     except KeyError:
         return []
-
-
-def _method_output(
-    method: Method,
-    dataset: str,
-    image_name: str,
-    rainy_path: Path,
-    rainy: torch.Tensor,
-    device: torch.device | str | None,
-    tile: int | None,
-    result: EvaluationResult,
-) -> torch.Tensor:
-    if method.model is None:
-        return read_image(method.output_for(dataset, image_name, rainy_path))
-    t0 = time.perf_counter()
-    out = derain(rainy, method.model, device=device, tile=tile)
-    result.model_seconds += time.perf_counter() - t0
-    return quantize(out)
-
-
-def _write_per_image(rows: list[dict[str, object]], keys: list[str], path: Path) -> Path:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["method", "dataset", "image", *keys], restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
