@@ -299,6 +299,27 @@ def test_cli_prints_the_table_and_exit_codes(data: Path, ckpt: Path, tmp_path: P
     assert "NIQE is not provided" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("task", "extra", "named"),
+    [
+        ("restoration", ["--annotations", "a.json"], ["--annotations", "--task detection"]),
+        ("restoration", ["--pseudo-gt", "--seed", "0"], ["--pseudo-gt", "--seed", "detection / segmentation"]),
+        ("detection", ["--metrics", "brisque"], ["--metrics", "--task restoration"]),
+        ("detection", ["--masks", "m", "--class-map", "voc"], ["--masks", "--class-map", "--task segmentation"]),
+        ("segmentation", ["--save-outputs"], ["--save-outputs"]),
+        ("segmentation", ["--pseudo-gt-threshold", "0.5"], ["--pseudo-gt-threshold", "--task detection"]),
+    ],
+)
+def test_cli_refuses_options_of_other_tasks(
+    task: str, extra: list[str], named: list[str], data: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["evaluate", "--task", task, "--dataset", str(data), "--out", str(tmp_path / "o"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--task {task} does not use" in err and all(n in err for n in named), err
+    assert not (tmp_path / "o").exists()  # refused before anything ran
+
+
 def test_evaluate_py_entry_point(data: Path, tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, str(REPO_ROOT / "evaluate.py"), "--dataset", f"set={data}", "--out", str(tmp_path / "o")],

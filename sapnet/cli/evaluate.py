@@ -213,8 +213,25 @@ def _apply_task_options(args: argparse.Namespace) -> None:
             setattr(args, dest, option.default)
 
 
+def _unused_options(args: argparse.Namespace) -> str | None:
+    """Why the options given for other tasks than ``args.task`` are refused (``None``: there are none)."""
+    unused = [
+        o for dest, o in args.task_options.items() if args.task not in o.tasks and not _left_out(getattr(args, dest))
+    ]
+    if not unused:
+        return None
+    flags = ", ".join(o.flag for o in unused)
+    owners = "; ".join(f"{o.flag} is for --task {' / '.join(o.tasks)}" for o in unused)
+    return f"--task {args.task} does not use {flags} ({owners})"
+
+
 def run(args: argparse.Namespace) -> int:
-    """``--task restoration`` (:func:`run_restoration`) or a downstream task (:func:`run_downstream`)."""
+    """``--task restoration`` (:func:`run_restoration`) or a downstream task (:func:`run_downstream`); options of
+    the other tasks exit 2."""
+    unused = _unused_options(args)
+    if unused is not None:
+        print(f"sapnet evaluate: {unused}", file=sys.stderr)
+        return 2
     _apply_task_options(args)
     return run_restoration(args) if args.task == RESTORATION else run_downstream(args)
 
