@@ -408,6 +408,39 @@ def test_runner_detection_end_to_end(tmp_path: Path) -> None:
     assert again.scores["Rainy"] == result.scores["Rainy"]
 
 
+class InterruptingIdentity(torch.nn.Module):
+    """A derain "network" returning its input for ``after`` images, then raising ``KeyboardInterrupt`` (Ctrl-C)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > self.after:
+            raise KeyboardInterrupt
+        return x
+
+
+@pytest.mark.parametrize("after", [0, 2])
+def test_runner_interrupted_writes_the_partial_table(tmp_path: Path, after: int) -> None:
+    from sapnet.evaluation import Method
+
+    root = _coco_set(tmp_path / "set", n=3)
+    data = load_downstream_set(root / "images", "detection", annotations=root / "ann.json")
+    messages: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_downstream(
+            data, BrightSquareDetector(), [Method("Id", model=InterruptingIdentity(after))], tmp_path / "out",
+            progress=False, log=messages.append,
+        )  # fmt: skip
+    saved = json.loads((tmp_path / "out" / "table.json").read_text())
+    assert saved["images"] == after and saved["columns"] == ["Rainy", "Id", "Clean"]
+    assert saved["note"].startswith(f"PARTIAL results: interrupted after {after} images were scored.")
+    assert f"Detection on {data.name} ({after} images)" in (tmp_path / "out" / "table.md").read_text()
+    assert messages[-1].startswith(f"interrupted after {after} images: partial table in")
+
+
 def test_runner_bad_inputs_complete_with_what_is_valid(tmp_path: Path) -> None:
     root = _coco_set(tmp_path / "set", n=4)
     (root / "images" / "im3.png").write_bytes(b"broken")  # unreadable image: left out

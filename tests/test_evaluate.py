@@ -284,6 +284,51 @@ def test_per_image_writer_flushes_each_row(tmp_path: Path) -> None:
     assert writer.rows == 1
 
 
+class Interrupting(torch.nn.Module):
+    """Derains like ``inner`` for ``after`` images, then raises ``KeyboardInterrupt`` (Ctrl-C during a run)."""
+
+    def __init__(self, inner: torch.nn.Module, after: int) -> None:
+        super().__init__()
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > self.after:
+            raise KeyboardInterrupt
+        return self.inner(x)
+
+
+@pytest.mark.parametrize(("sets", "after"), [(1, 0), (1, 2), (2, 4)])
+def test_interrupted_run_keeps_what_it_measured(
+    sets: int, after: int, data: Path, model: sapnet.DerainNet, tmp_path: Path
+) -> None:
+    datasets = [f"set={data}", f"set2={_paired(tmp_path / 'set2')}"][:sets]
+    out, messages = tmp_path / "out", []
+    with pytest.raises(KeyboardInterrupt):
+        evaluate([Method("m", model=Interrupting(model, after))], datasets, ["psnr"], out, progress=False,
+                 log=messages.append)  # fmt: skip
+    with (out / "per_image.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * after and all(r["psnr"] for r in rows)  # Rainy and m for each image scored
+    md = (out / "table.md").read_text()
+    assert md.startswith(f"PARTIAL results: interrupted after {after} images were scored")
+    records = json.loads((out / "table.json").read_text())
+    assert sum(r["n"] for r in records if r["method"] == "m") == after
+    assert {(r["method"], r["dataset"]) for r in records} == {
+        (m, d) for m in ("Rainy", "m") for d in ("set", "set2")[:sets]
+    }
+    assert messages[-1] == f"interrupted after {after} images: partial table in {out / 'table.md'}"
+
+
+def test_cli_interrupted_exits_130_with_the_partial_table(
+    data: Path, model: sapnet.DerainNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr("sapnet.evaluation.methods.load_model", lambda spec: Interrupting(model, 1))
+    assert main(["evaluate", "--model", "net", "--dataset", str(data), "--out", str(tmp_path)]) == 130
+    assert "interrupted after 1 images" in capsys.readouterr().err
+    assert "PARTIAL" in (tmp_path / "table.md").read_text()
+
+
 def test_method_object_in_memory(data: Path, model: sapnet.DerainNet) -> None:
     result = evaluate([Method("mem", model=model)], [str(data)], progress=False)
     assert _by(result.records, "mem").n == 3

@@ -131,7 +131,8 @@ def evaluate_downstream(
         log: where problems are reported as they happen.
 
     Returns:
-        A :class:`DownstreamResult` (also written to ``out``).
+        A :class:`DownstreamResult` (also written to ``out``). On ``KeyboardInterrupt`` the images scored so far
+        are written to ``out`` as a table marked PARTIAL, then the interrupt is raised again.
 
     Raises:
         ValueError: a detector for a segmentation set or the reverse; a segmenter whose classes differ in
@@ -160,41 +161,45 @@ def evaluate_downstream(
         problems.append(f"{item.name} left out of every column: {why}")
         log(problems[-1])
 
-    for item in tqdm(data.items, desc=f"{data.task} {data.name}", disable=not progress, unit="img"):
-        try:
-            clean = read_image(item.clean)
-            if item.rainy is not None:
-                rainy_path = item.rainy
-                rainy = read_image(item.rainy)
-            else:
-                rainy_path = (out / "rainy" if out is not None else Path("rainy")) / f"{item.name}.png"
-                rainy = _quantise(synthesize_rain(clean[None], rain, pair_seed(seed, item.name, 1))[0])
-                if out is not None:
-                    write_image(rainy, rainy_path)
-            if rainy.shape != clean.shape:
-                raise ImageReadError(f"rainy {tuple(rainy.shape[1:])} and clean {tuple(clean.shape[1:])} differ")
-            target = task.target(item, (clean.shape[1], clean.shape[2]))
-        except (ImageReadError, MaskError) as e:
-            skip(item, str(e))
-            continue
-        versions = {RAINY: rainy}
-        t0 = time.perf_counter()
-        try:
-            for method in resolved:
-                versions[method.name] = runner(method, data.name, item.name, rainy_path, rainy)
-        except (ImageReadError, RuntimeError) as e:
-            skip(item, f"{method.name}: {e}")
-            continue
-        versions[CLEAN] = clean
-        t1 = time.perf_counter()
-        predictions = {c: task.model(x) for c, x in versions.items()}
-        seconds["derain"] += t1 - t0
-        seconds["model"] += time.perf_counter() - t1
-        if target is None:  # pseudo ground truth: the model on the clean image
-            target = task.pseudo_target(predictions[CLEAN])
-        task.update(predictions, target)
-        if len(grid_rows) < grid_images:
-            grid_rows.append([*(task.draw(versions[c], predictions[c]) for c in columns), task.draw(clean, target)])
+    interrupted = False
+    try:
+        for item in tqdm(data.items, desc=f"{data.task} {data.name}", disable=not progress, unit="img"):
+            try:
+                clean = read_image(item.clean)
+                if item.rainy is not None:
+                    rainy_path = item.rainy
+                    rainy = read_image(item.rainy)
+                else:
+                    rainy_path = (out / "rainy" if out is not None else Path("rainy")) / f"{item.name}.png"
+                    rainy = _quantise(synthesize_rain(clean[None], rain, pair_seed(seed, item.name, 1))[0])
+                    if out is not None:
+                        write_image(rainy, rainy_path)
+                if rainy.shape != clean.shape:
+                    raise ImageReadError(f"rainy {tuple(rainy.shape[1:])} and clean {tuple(clean.shape[1:])} differ")
+                target = task.target(item, (clean.shape[1], clean.shape[2]))
+            except (ImageReadError, MaskError) as e:
+                skip(item, str(e))
+                continue
+            versions = {RAINY: rainy}
+            t0 = time.perf_counter()
+            try:
+                for method in resolved:
+                    versions[method.name] = runner(method, data.name, item.name, rainy_path, rainy)
+            except (ImageReadError, RuntimeError) as e:
+                skip(item, f"{method.name}: {e}")
+                continue
+            versions[CLEAN] = clean
+            t1 = time.perf_counter()
+            predictions = {c: task.model(x) for c, x in versions.items()}
+            seconds["derain"] += t1 - t0
+            seconds["model"] += time.perf_counter() - t1
+            if target is None:  # pseudo ground truth: the model on the clean image
+                target = task.pseudo_target(predictions[CLEAN])
+            task.update(predictions, target)
+            if len(grid_rows) < grid_images:
+                grid_rows.append([*(task.draw(versions[c], predictions[c]) for c in columns), task.draw(clean, target)])
+    except KeyboardInterrupt:  # keep what was measured: the partial table is written, then re-raised
+        interrupted = True
 
     for p in task.finish():
         problems.append(p)
@@ -207,7 +212,8 @@ def evaluate_downstream(
         columns=columns,
         scores=task.compute(columns),
         images=task.images,
-        note=_note(data, task, rain, seed),
+        note=(f"PARTIAL results: interrupted after {task.images} images were scored. " if interrupted else "")
+        + _note(data, task, rain, seed),
         problems=problems,
         seconds=seconds,
     )
@@ -219,6 +225,9 @@ def evaluate_downstream(
             comparison_grid(grid_rows, titles).save(result.files["grid"])
         if not data.paired:
             result.files["rainy"] = out / "rainy"
+    if interrupted:
+        log(f"interrupted after {task.images} images" + (f": partial table in {result.files['md']}" if out else ""))
+        raise KeyboardInterrupt
     return result
 
 

@@ -8,6 +8,7 @@ averaged over the images. Precomputed outputs of other methods are read from the
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from sapnet.data.registry import check_benchmark
 from sapnet.evaluation.grid import comparison_grid
 from sapnet.evaluation.methods import Method, MethodRunner, resolve_methods
 from sapnet.evaluation.tables import PerImageWriter, Record, write_records
-from sapnet.metrics import METRICS, check_metrics
+from sapnet.metrics import METRICS, MetricSpec, check_metrics
 
 __all__ = ["RAINY", "DatasetSpec", "EvaluationResult", "evaluate", "parse_dataset"]
 
@@ -96,6 +97,9 @@ def evaluate(
             tables say so. ``None``: all.
         progress: show tqdm progress bars.
         log: where messages about skipped inputs go.
+
+    On ``KeyboardInterrupt`` (Ctrl-C) the images scored so far are kept: ``per_image.csv`` is written row by row
+    as they come, and the tables of those images are written marked PARTIAL; then the interrupt is raised again.
     """
     check_metrics(metrics)
     if limit is not None and limit < 1:
@@ -109,83 +113,120 @@ def evaluate(
     resolved, failed_methods = resolve_methods(methods)
     for name, reason in failed_methods:
         log(f"skipping method {name}: {reason}")
+    specs = [m.spec for m in chosen]
+    current: tuple[dict[str, Record], dict[str, dict[str, float]]] | None = None  # the dataset being scored
 
-    for ds in (d if isinstance(d, DatasetSpec) else parse_dataset(d) for d in datasets):
-        try:
-            items, paired = _load_pairs(ds)
-        except (DatasetError, OSError) as e:
-            log(f"skipping dataset {ds.name}: {e}")
-            records.append(Record(RAINY, ds.name, skipped=[("*", str(e))]))
-            continue
-        if limit is not None:
-            items = items[:limit]
-        active = [m for m in chosen if paired or not m.paired]
-        if not active:
-            log(f"skipping dataset {ds.name}: unpaired, and none of {list(metrics)} is a no-reference metric")
-            continue
-        rows = {name: Record(name, ds.name) for name in [RAINY, *(m.name for m in resolved)]}
-        sums: dict[str, dict[str, float]] = {name: {} for name in rows}
-        grid_rows: list[list[torch.Tensor]] = []
-        for image_name, rainy_path, clean_path in tqdm(items, desc=ds.name, disable=not progress, unit="img"):
-            try:
-                rainy = read_image(rainy_path)
-                clean = _read_ground_truth(clean_path) if clean_path is not None else None
-                if clean is not None and clean.shape != rainy.shape:
-                    raise ImageReadError(
-                        f"{rainy_path} is {tuple(rainy.shape[1:])} but {clean_path} is {tuple(clean.shape[1:])}"
-                    )
-            except ImageReadError as e:
-                log(f"skipping {ds.name}/{image_name}: {e}")
-                for rec in rows.values():
-                    rec.skipped.append((image_name, str(e)))
-                continue
-            outputs: dict[str, torch.Tensor] = {RAINY: rainy}
-            for method in resolved:
-                try:
-                    outputs[method.name] = runner(method, ds.name, image_name, rainy_path, rainy)
-                except (ImageReadError, RuntimeError) as e:
-                    log(f"skipping {method.name} on {ds.name}/{image_name}: {e}")
-                    rows[method.name].skipped.append((image_name, str(e)))
-                    outputs.pop(method.name, None)
-                    continue
-                if save_outputs and out is not None:
-                    write_image(outputs[method.name], out / "outputs" / method.name / ds.name / f"{image_name}.png")
-            t0 = time.perf_counter()
-            for name, image in outputs.items():
-                scores = {m.spec.key: m.fn(image, clean) for m in active}
-                rows[name].n += 1
-                for key, value in scores.items():
-                    sums[name][key] = sums[name].get(key, 0.0) + value
-                per_image.append({"method": name, "dataset": ds.name, "image": image_name, **scores})
-            result.metric_seconds += time.perf_counter() - t0
-            if len(grid_rows) < grid_images:
-                grid_rows.append(
-                    [outputs.get(n, torch.zeros_like(rainy)) for n in rows] + ([clean] if clean is not None else [])
-                )
+    def close(rows: dict[str, Record], sums: dict[str, dict[str, float]]) -> None:
         for name, rec in rows.items():
             rec.values = {k: v / rec.n for k, v in sums[name].items()} if rec.n else {}
             records.append(rec)
-        for warning in [] if limit else _benchmark_warnings(ds.name, len(items), rows[RAINY].values.get("psnr")):
-            log(f"warning: {warning}")
-        if out is not None and grid_rows:
-            titles = [*rows, *(["Clean"] if paired else [])]
-            grid = comparison_grid(grid_rows, titles)
-            out.mkdir(parents=True, exist_ok=True)
-            grid.save(out / f"grid_{ds.name}.png")
-            result.files[f"grid_{ds.name}"] = out / f"grid_{ds.name}.png"
 
-    for name, reason in failed_methods:
-        records.append(Record(name, "*", skipped=[("*", reason)]))
-    if out is not None:
-        specs = [m.spec for m in chosen]
-        note = _PROTOCOL_NOTE + (f" Only the first {limit} images of each dataset were scored." if limit else "")
-        result.files.update(write_records(records, specs, out, note=note))
-        with PerImageWriter(out / "per_image.csv", [s.key for s in specs]) as writer:
-            for row in per_image:
-                writer.write(row)
-        result.files["per_image"] = writer.path
+    with contextlib.ExitStack() as stack:
+        writer = (
+            stack.enter_context(PerImageWriter(out / "per_image.csv", [s.key for s in specs]))
+            if out is not None
+            else None
+        )
+        try:
+            for ds in (d if isinstance(d, DatasetSpec) else parse_dataset(d) for d in datasets):
+                try:
+                    items, paired = _load_pairs(ds)
+                except (DatasetError, OSError) as e:
+                    log(f"skipping dataset {ds.name}: {e}")
+                    records.append(Record(RAINY, ds.name, skipped=[("*", str(e))]))
+                    continue
+                if limit is not None:
+                    items = items[:limit]
+                active = [m for m in chosen if paired or not m.paired]
+                if not active:
+                    log(f"skipping dataset {ds.name}: unpaired, and none of {list(metrics)} is a no-reference metric")
+                    continue
+                rows = {name: Record(name, ds.name) for name in [RAINY, *(m.name for m in resolved)]}
+                sums: dict[str, dict[str, float]] = {name: {} for name in rows}
+                current = rows, sums
+                grid_rows: list[list[torch.Tensor]] = []
+                for image_name, rainy_path, clean_path in tqdm(items, desc=ds.name, disable=not progress, unit="img"):
+                    try:
+                        rainy = read_image(rainy_path)
+                        clean = _read_ground_truth(clean_path) if clean_path is not None else None
+                        if clean is not None and clean.shape != rainy.shape:
+                            raise ImageReadError(
+                                f"{rainy_path} is {tuple(rainy.shape[1:])} but {clean_path} is {tuple(clean.shape[1:])}"
+                            )
+                    except ImageReadError as e:
+                        log(f"skipping {ds.name}/{image_name}: {e}")
+                        for rec in rows.values():
+                            rec.skipped.append((image_name, str(e)))
+                        continue
+                    outputs: dict[str, torch.Tensor] = {RAINY: rainy}
+                    for method in resolved:
+                        try:
+                            outputs[method.name] = runner(method, ds.name, image_name, rainy_path, rainy)
+                        except (ImageReadError, RuntimeError) as e:
+                            log(f"skipping {method.name} on {ds.name}/{image_name}: {e}")
+                            rows[method.name].skipped.append((image_name, str(e)))
+                            outputs.pop(method.name, None)
+                            continue
+                        if save_outputs and out is not None:
+                            path = out / "outputs" / method.name / ds.name / f"{image_name}.png"
+                            write_image(outputs[method.name], path)
+                    t0 = time.perf_counter()
+                    scores = {name: {m.spec.key: m.fn(image, clean) for m in active} for name, image in outputs.items()}
+                    result.metric_seconds += time.perf_counter() - t0
+                    for name, values in scores.items():  # the image counts in every row at once, or in none
+                        rows[name].n += 1
+                        for key, value in values.items():
+                            sums[name][key] = sums[name].get(key, 0.0) + value
+                        per_image.append({"method": name, "dataset": ds.name, "image": image_name, **values})
+                        if writer is not None:
+                            writer.write(per_image[-1])
+                    if len(grid_rows) < grid_images:
+                        grid_rows.append(
+                            [outputs.get(n, torch.zeros_like(rainy)) for n in rows]
+                            + ([clean] if clean is not None else [])
+                        )
+                current = None
+                close(rows, sums)
+                for warning in (
+                    [] if limit else _benchmark_warnings(ds.name, len(items), rows[RAINY].values.get("psnr"))
+                ):
+                    log(f"warning: {warning}")
+                if out is not None and grid_rows:
+                    titles = [*rows, *(["Clean"] if paired else [])]
+                    grid = comparison_grid(grid_rows, titles)
+                    out.mkdir(parents=True, exist_ok=True)
+                    grid.save(out / f"grid_{ds.name}.png")
+                    result.files[f"grid_{ds.name}"] = out / f"grid_{ds.name}.png"
+        except KeyboardInterrupt:
+            if current is not None:
+                close(*current)
+            scored = sum(r.n for r in records if r.method == RAINY)
+            if out is not None:
+                note = f"PARTIAL results: interrupted after {scored} images were scored (the means are over those)."
+                _finish(result, failed_methods, specs, out, limit, note)
+                log(f"interrupted after {scored} images: partial table in {result.files['md']}")
+            raise
+
+    _finish(result, failed_methods, specs, out, limit)
     result.model_seconds = runner.total_seconds
     return result
+
+
+def _finish(
+    result: EvaluationResult,
+    failed_methods: list[tuple[str, str]],
+    specs: list[MetricSpec],
+    out: Path | None,
+    limit: int | None,
+    partial: str = "",
+) -> None:
+    """List the methods that did not load and write the tables (``partial``: what an interrupted run says)."""
+    for name, reason in failed_methods:
+        result.records.append(Record(name, "*", skipped=[("*", reason)]))
+    if out is not None:
+        note = _PROTOCOL_NOTE + (f" Only the first {limit} images of each dataset were scored." if limit else "")
+        result.files.update(write_records(result.records, specs, out, note=f"{partial} {note}" if partial else note))
+        result.files["per_image"] = out / "per_image.csv"
 
 
 _PROTOCOL_NOTE = (
