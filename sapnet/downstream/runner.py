@@ -226,7 +226,8 @@ def evaluate_downstream(
         if not data.paired:
             result.files["rainy"] = out / "rainy"
     if interrupted:
-        log(f"interrupted after {task.images} images" + (f": partial table in {result.files['md']}" if out else ""))
+        where = f": partial table in {result.files['md']}" if out is not None else ""
+        log(f"interrupted after {task.images} images{where}")
         raise KeyboardInterrupt
     return result
 

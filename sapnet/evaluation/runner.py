@@ -8,7 +8,6 @@ averaged over the images. Precomputed outputs of other methods are read from the
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -116,96 +115,91 @@ def evaluate(
     specs = [m.spec for m in chosen]
     current: tuple[dict[str, Record], dict[str, dict[str, float]]] | None = None  # the dataset being scored
 
-    def close(rows: dict[str, Record], sums: dict[str, dict[str, float]]) -> None:
+    def close_dataset(rows: dict[str, Record], sums: dict[str, dict[str, float]]) -> None:
         for name, rec in rows.items():
             rec.values = {k: v / rec.n for k, v in sums[name].items()} if rec.n else {}
             records.append(rec)
 
-    with contextlib.ExitStack() as stack:
-        writer = (
-            stack.enter_context(PerImageWriter(out / "per_image.csv", [s.key for s in specs]))
-            if out is not None
-            else None
-        )
-        try:
-            for ds in (d if isinstance(d, DatasetSpec) else parse_dataset(d) for d in datasets):
+    writer = PerImageWriter(out / "per_image.csv", [s.key for s in specs]) if out is not None else None
+    try:
+        for ds in (d if isinstance(d, DatasetSpec) else parse_dataset(d) for d in datasets):
+            try:
+                items, paired = _load_pairs(ds)
+            except (DatasetError, OSError) as e:
+                log(f"skipping dataset {ds.name}: {e}")
+                records.append(Record(RAINY, ds.name, skipped=[("*", str(e))]))
+                continue
+            if limit is not None:
+                items = items[:limit]
+            active = [m for m in chosen if paired or not m.paired]
+            if not active:
+                log(f"skipping dataset {ds.name}: unpaired, and none of {list(metrics)} is a no-reference metric")
+                continue
+            rows = {name: Record(name, ds.name) for name in [RAINY, *(m.name for m in resolved)]}
+            sums: dict[str, dict[str, float]] = {name: {} for name in rows}
+            current = rows, sums
+            grid_rows: list[list[torch.Tensor]] = []
+            for image_name, rainy_path, clean_path in tqdm(items, desc=ds.name, disable=not progress, unit="img"):
                 try:
-                    items, paired = _load_pairs(ds)
-                except (DatasetError, OSError) as e:
-                    log(f"skipping dataset {ds.name}: {e}")
-                    records.append(Record(RAINY, ds.name, skipped=[("*", str(e))]))
-                    continue
-                if limit is not None:
-                    items = items[:limit]
-                active = [m for m in chosen if paired or not m.paired]
-                if not active:
-                    log(f"skipping dataset {ds.name}: unpaired, and none of {list(metrics)} is a no-reference metric")
-                    continue
-                rows = {name: Record(name, ds.name) for name in [RAINY, *(m.name for m in resolved)]}
-                sums: dict[str, dict[str, float]] = {name: {} for name in rows}
-                current = rows, sums
-                grid_rows: list[list[torch.Tensor]] = []
-                for image_name, rainy_path, clean_path in tqdm(items, desc=ds.name, disable=not progress, unit="img"):
-                    try:
-                        rainy = read_image(rainy_path)
-                        clean = _read_ground_truth(clean_path) if clean_path is not None else None
-                        if clean is not None and clean.shape != rainy.shape:
-                            raise ImageReadError(
-                                f"{rainy_path} is {tuple(rainy.shape[1:])} but {clean_path} is {tuple(clean.shape[1:])}"
-                            )
-                    except ImageReadError as e:
-                        log(f"skipping {ds.name}/{image_name}: {e}")
-                        for rec in rows.values():
-                            rec.skipped.append((image_name, str(e)))
-                        continue
-                    outputs: dict[str, torch.Tensor] = {RAINY: rainy}
-                    for method in resolved:
-                        try:
-                            outputs[method.name] = runner(method, ds.name, image_name, rainy_path, rainy)
-                        except (ImageReadError, RuntimeError) as e:
-                            log(f"skipping {method.name} on {ds.name}/{image_name}: {e}")
-                            rows[method.name].skipped.append((image_name, str(e)))
-                            outputs.pop(method.name, None)
-                            continue
-                        if save_outputs and out is not None:
-                            path = out / "outputs" / method.name / ds.name / f"{image_name}.png"
-                            write_image(outputs[method.name], path)
-                    t0 = time.perf_counter()
-                    scores = {name: {m.spec.key: m.fn(image, clean) for m in active} for name, image in outputs.items()}
-                    result.metric_seconds += time.perf_counter() - t0
-                    for name, values in scores.items():  # the image counts in every row at once, or in none
-                        rows[name].n += 1
-                        for key, value in values.items():
-                            sums[name][key] = sums[name].get(key, 0.0) + value
-                        per_image.append({"method": name, "dataset": ds.name, "image": image_name, **values})
-                        if writer is not None:
-                            writer.write(per_image[-1])
-                    if len(grid_rows) < grid_images:
-                        grid_rows.append(
-                            [outputs.get(n, torch.zeros_like(rainy)) for n in rows]
-                            + ([clean] if clean is not None else [])
+                    rainy = read_image(rainy_path)
+                    clean = _read_ground_truth(clean_path) if clean_path is not None else None
+                    if clean is not None and clean.shape != rainy.shape:
+                        raise ImageReadError(
+                            f"{rainy_path} is {tuple(rainy.shape[1:])} but {clean_path} is {tuple(clean.shape[1:])}"
                         )
-                current = None
-                close(rows, sums)
-                for warning in (
-                    [] if limit else _benchmark_warnings(ds.name, len(items), rows[RAINY].values.get("psnr"))
-                ):
-                    log(f"warning: {warning}")
-                if out is not None and grid_rows:
-                    titles = [*rows, *(["Clean"] if paired else [])]
-                    grid = comparison_grid(grid_rows, titles)
-                    out.mkdir(parents=True, exist_ok=True)
-                    grid.save(out / f"grid_{ds.name}.png")
-                    result.files[f"grid_{ds.name}"] = out / f"grid_{ds.name}.png"
-        except KeyboardInterrupt:
-            if current is not None:
-                close(*current)
-            scored = sum(r.n for r in records if r.method == RAINY)
-            if out is not None:
-                note = f"PARTIAL results: interrupted after {scored} images were scored (the means are over those)."
-                _finish(result, failed_methods, specs, out, limit, note)
-                log(f"interrupted after {scored} images: partial table in {result.files['md']}")
-            raise
+                except ImageReadError as e:
+                    log(f"skipping {ds.name}/{image_name}: {e}")
+                    for rec in rows.values():
+                        rec.skipped.append((image_name, str(e)))
+                    continue
+                outputs: dict[str, torch.Tensor] = {RAINY: rainy}
+                for method in resolved:
+                    try:
+                        outputs[method.name] = runner(method, ds.name, image_name, rainy_path, rainy)
+                    except (ImageReadError, RuntimeError) as e:
+                        log(f"skipping {method.name} on {ds.name}/{image_name}: {e}")
+                        rows[method.name].skipped.append((image_name, str(e)))
+                        outputs.pop(method.name, None)
+                        continue
+                    if save_outputs and out is not None:
+                        path = out / "outputs" / method.name / ds.name / f"{image_name}.png"
+                        write_image(outputs[method.name], path)
+                t0 = time.perf_counter()
+                scores = {name: {m.spec.key: m.fn(image, clean) for m in active} for name, image in outputs.items()}
+                result.metric_seconds += time.perf_counter() - t0
+                for name, values in scores.items():  # the image counts in every row at once, or in none
+                    rows[name].n += 1
+                    for key, value in values.items():
+                        sums[name][key] = sums[name].get(key, 0.0) + value
+                    per_image.append({"method": name, "dataset": ds.name, "image": image_name, **values})
+                    if writer is not None:
+                        writer.write(per_image[-1])
+                if len(grid_rows) < grid_images:
+                    grid_rows.append(
+                        [outputs.get(n, torch.zeros_like(rainy)) for n in rows] + ([clean] if clean is not None else [])
+                    )
+            current = None
+            close_dataset(rows, sums)
+            for warning in [] if limit else _benchmark_warnings(ds.name, len(items), rows[RAINY].values.get("psnr")):
+                log(f"warning: {warning}")
+            if out is not None and grid_rows:
+                titles = [*rows, *(["Clean"] if paired else [])]
+                grid = comparison_grid(grid_rows, titles)
+                out.mkdir(parents=True, exist_ok=True)
+                grid.save(out / f"grid_{ds.name}.png")
+                result.files[f"grid_{ds.name}"] = out / f"grid_{ds.name}.png"
+    except KeyboardInterrupt:
+        if current is not None:
+            close_dataset(*current)
+        scored = sum(r.n for r in records if r.method == RAINY)
+        note = f"PARTIAL results: interrupted after {scored} images were scored (the means are over those)."
+        _finish(result, failed_methods, specs, out, limit, note)
+        where = f": partial table in {result.files['md']}" if out is not None else ""
+        log(f"interrupted after {scored} images{where}")
+        raise
+    finally:
+        if writer is not None:
+            writer.close()
 
     _finish(result, failed_methods, specs, out, limit)
     result.model_seconds = runner.total_seconds

@@ -139,21 +139,18 @@ class PerImageWriter:
     """``per_image.csv`` written as the scores come: columns ``method, dataset, image, <metric>...``, one row per
     (method, image), flushed after each row so that an interrupted run keeps what it measured.
 
-    A context manager; the file is created (with its header) on entering.
+    The file is created with its header at construction; :meth:`close` it (or use the writer as a context manager).
     """
 
     def __init__(self, path: Path, metrics: Sequence[str]) -> None:
         self.path = path
         self.fields = ["method", "dataset", "image", *metrics]
         self.rows = 0
-
-    def __enter__(self) -> PerImageWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("w", newline="")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("w", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=self.fields, restval="")
         self._writer.writeheader()
         self._file.flush()
-        return self
 
     def write(self, row: Mapping[str, object]) -> None:
         """Append one row (keys among :attr:`fields`; missing ones left empty) and flush it to disk."""
@@ -161,7 +158,13 @@ class PerImageWriter:
         self._file.flush()
         self.rows += 1
 
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PerImageWriter:
+        return self
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._file.close()
+        self.close()
