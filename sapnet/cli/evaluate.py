@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from sapnet.downstream.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+from sapnet.downstream.tasks import TASKS as DOWNSTREAM_TASKS
 from sapnet.evaluation import evaluate
 from sapnet.metrics import METRICS, check_metrics
 
 RESTORATION = "restoration"
-DOWNSTREAM = ("detection", "segmentation")
+DOWNSTREAM = tuple(DOWNSTREAM_TASKS)
 TASKS = (RESTORATION, *DOWNSTREAM)
 
 
@@ -42,8 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     options: dict[str, TaskOption] = {}
 
     def task_option(group: argparse._ArgumentGroup, tasks: tuple[str, ...], *flags: str, **kwargs: Any) -> None:
-        default = kwargs.pop("default", False if kwargs.get("action") == "store_true" else None)
-        action = group.add_argument(*flags, default=False if kwargs.get("action") == "store_true" else None, **kwargs)
+        unset = False if kwargs.get("action") == "store_true" else None
+        default = kwargs.pop("default", unset)
+        action = group.add_argument(*flags, default=unset, **kwargs)
         options[action.dest] = TaskOption(flags[0], tasks, default)
 
     p.add_argument(
