@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from sapnet.downstream import create_detector, evaluate_downstream, load_downstream_set, markdown_table
+from sapnet.downstream import create_detector, evaluate_downstream, load_downstream_set
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -42,7 +42,7 @@ def main() -> None:
     t0 = time.perf_counter()
     result = evaluate_downstream(data, detector, methods, args.out)
     total = time.perf_counter() - t0
-    print(markdown_table(result))
+    print(result.markdown())
     n = result.images
     print(f"{n} images, {len(result.columns)} columns, {args.threads} threads:")
     print(f"- deraining ({len(methods)} networks): {result.seconds['derain']:.1f} s")

@@ -29,8 +29,7 @@ import torch
 
 from sapnet import derain, read_image
 from sapnet.cli.models import score_cell
-from sapnet.evaluation import Method, evaluate
-from sapnet.evaluation.runner import RAINY
+from sapnet.evaluation import RAINY, Method, evaluate
 from sapnet.models import WEIGHTS, create_model
 from sapnet.models.registry import SCORES_FILE
 

@@ -23,6 +23,7 @@ from sapnet.downstream import (
     CLASS_MAPS,
     COCO_CATEGORIES,
     IGNORE_INDEX,
+    TASKS,
     AnnotationError,
     BoxTargets,
     ClassMap,
@@ -39,6 +40,7 @@ from sapnet.downstream import (
     YoloxOnnxDetector,
     coco_map,
     confusion_matrix,
+    create_task,
     evaluate_downstream,
     load_class_map,
     load_coco,
@@ -406,6 +408,39 @@ def test_runner_detection_end_to_end(tmp_path: Path) -> None:
     assert again.scores["Rainy"] == result.scores["Rainy"]
 
 
+class InterruptingIdentity(torch.nn.Module):
+    """A derain "network" returning its input for ``after`` images, then raising ``KeyboardInterrupt`` (Ctrl-C)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > self.after:
+            raise KeyboardInterrupt
+        return x
+
+
+@pytest.mark.parametrize("after", [0, 2])
+def test_runner_interrupted_writes_the_partial_table(tmp_path: Path, after: int) -> None:
+    from sapnet.evaluation import Method
+
+    root = _coco_set(tmp_path / "set", n=3)
+    data = load_downstream_set(root / "images", "detection", annotations=root / "ann.json")
+    messages: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_downstream(
+            data, BrightSquareDetector(), [Method("Id", model=InterruptingIdentity(after))], tmp_path / "out",
+            progress=False, log=messages.append,
+        )  # fmt: skip
+    saved = json.loads((tmp_path / "out" / "table.json").read_text())
+    assert saved["images"] == after and saved["columns"] == ["Rainy", "Id", "Clean"]
+    assert saved["note"].startswith(f"PARTIAL results: interrupted after {after} images were scored.")
+    assert f"Detection on {data.name} ({after} images)" in (tmp_path / "out" / "table.md").read_text()
+    assert messages[-1].startswith(f"interrupted after {after} images: partial table in")
+
+
 def test_runner_bad_inputs_complete_with_what_is_valid(tmp_path: Path) -> None:
     root = _coco_set(tmp_path / "set", n=4)
     (root / "images" / "im3.png").write_bytes(b"broken")  # unreadable image: left out
@@ -469,6 +504,27 @@ def test_runner_segmentation_with_masks(tmp_path: Path) -> None:
         evaluate_downstream(data, ThresholdSegmenter(), [], None, progress=False)
     with pytest.raises(ValueError, match="needs a detector"):
         evaluate_downstream(load_downstream_set(images, "detection", pseudo_gt=True), ThresholdSegmenter())
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_task_interface_scores_predictions_and_pseudo_truth(tmp_path: Path, task: str) -> None:
+    write_image(_image(0), tmp_path / "images" / "a.png")
+    data = load_downstream_set(tmp_path / "images", task, pseudo_gt=True)  # type: ignore[arg-type]
+    model = BrightSquareDetector() if task == "detection" else ThresholdSegmenter()
+    other = ThresholdSegmenter() if task == "detection" else BrightSquareDetector()
+    with pytest.raises(ValueError, match=f"needs a {TASKS[task].model_kind}"):
+        create_task(data, other)
+    t = create_task(data, model)
+    assert isinstance(t, TASKS[task]) and t.name == task
+    assert t.target(data.items[0], (40, 48)) is None  # pseudo ground truth: none stored
+    clean, blank = _image(0), torch.full((3, 40, 48), 0.3)
+    target = t.pseudo_target(model(clean))
+    t.update({"Clean": model(clean), "Blank": model(blank)}, target)
+    scores = t.compute(["Clean", "Blank", "Unseen"])
+    keys = [m.key for m in t.metrics]
+    assert all(scores["Clean"][k] == pytest.approx(1.0) for k in keys)
+    assert scores["Blank"][keys[0]] < 1.0 and scores["Unseen"] == {} and t.images == 1
+    assert t.draw(clean, target).shape[0] == 3 and t.finish() == []
 
 
 def load_class_map_three(tmp_path: Path) -> ClassMap:

@@ -15,8 +15,20 @@ from PIL import Image
 
 import sapnet
 from sapnet.cli import main
-from sapnet.evaluation import METRICS, Method, evaluate
-from sapnet.metrics import brisque, psnr, quantize, ssim
+from sapnet.data import ImageReadError
+from sapnet.evaluation import (
+    Method,
+    MethodRunner,
+    PerImageWriter,
+    Record,
+    evaluate,
+    format_value,
+    markdown_table,
+    records_table,
+    scores_table,
+    write_tables,
+)
+from sapnet.metrics import METRICS, brisque, psnr, quantize, ssim
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZE = (40, 32)  # PIL (width, height); BRISQUE needs >= 14 pixels a side
@@ -224,6 +236,99 @@ def test_metric_registry() -> None:
     assert [m for m in METRICS if METRICS[m].paired] == ["psnr", "ssim"]
 
 
+def test_method_runner_outputs_and_timing(data: Path, model: sapnet.DerainNet, tmp_path: Path) -> None:
+    rainy_path = data / "rain" / "001.png"
+    rainy = sapnet.read_image(rainy_path)
+    runner = MethodRunner()
+    out = runner(Method("net", model=model), "set", "001", rainy_path, rainy)
+    assert torch.equal(out, quantize(sapnet.derain(rainy, model))) and runner.seconds["net"] > 0
+    saved = tmp_path / "saved"
+    sapnet.write_image(out, saved / "set" / "001.png")
+    again = runner(Method("folder", outputs_dir=saved), "set", "001", rainy_path, rainy)
+    assert torch.equal(again, out) and set(runner.seconds) == {"net"}  # reading takes no network time
+    assert runner.total_seconds == runner.seconds["net"]
+    sapnet.write_image(out[:, :-2], saved / "set" / "002.png")
+    with pytest.raises(ImageReadError, match=r"output is \(30, 40\), the input \(32, 40\)"):
+        runner(Method("folder", outputs_dir=saved), "set", "002", data / "rain" / "002.png", rainy)
+
+
+@pytest.mark.parametrize(("value", "decimals", "cell"), [(1.23456, 2, "1.23"), (0.5, 4, "0.5000"), (None, 2, "-"),
+                                                        (float("nan"), 3, "-")])  # fmt: skip
+def test_format_value(value: float | None, decimals: int, cell: str) -> None:
+    assert format_value(value, decimals) == cell
+
+
+def test_both_table_layouts_share_one_renderer(tmp_path: Path) -> None:
+    assert markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+    psnr_spec, brisque_spec = METRICS["psnr"].spec, METRICS["brisque"].spec
+    records = [Record("Rainy", "set", 2, {"psnr": 20.0, "brisque": 30.0}), Record("m", "set", 2, {"psnr": 25.5})]
+    text = records_table(records, [psnr_spec, brisque_spec])
+    assert text.startswith("| method | set PSNR ↑ | set BRISQUE ↓ |\n|---|---|---|\n| Rainy | 20.00 | 30.00 |")
+    assert "| m | 25.50 | - |" in text and "Means over images (set: 2 images)." in text
+    scores = {"Rainy": {"psnr": 20.0}, "m": {"psnr": float("nan")}}
+    assert (
+        scores_table(["Rainy", "m"], scores, [psnr_spec])
+        == "| metric | Rainy | m |\n|---|---|---|\n| PSNR ↑ | 20.00 | - |"
+    )
+    paths = write_tables(tmp_path, "# t\n", [["k", "v"], ["x", 1.5]], {"x": None})
+    assert paths["md"].read_text() == "# t\n" and paths["csv"].read_text().splitlines() == ["k,v", "x,1.5"]
+    assert json.loads(paths["json"].read_text()) == {"x": None}
+
+
+def test_per_image_writer_flushes_each_row(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "per_image.csv"
+    with PerImageWriter(path, ["psnr", "brisque"]) as writer:
+        assert path.read_text().splitlines() == ["method,dataset,image,psnr,brisque"]
+        writer.write({"method": "m", "dataset": "d", "image": "1", "psnr": 30.5})
+        assert path.read_text().splitlines()[1] == "m,d,1,30.5,"  # on disk before the file is closed
+    assert writer.rows == 1
+
+
+class Interrupting(torch.nn.Module):
+    """Derains like ``inner`` for ``after`` images, then raises ``KeyboardInterrupt`` (Ctrl-C during a run)."""
+
+    def __init__(self, inner: torch.nn.Module, after: int) -> None:
+        super().__init__()
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > self.after:
+            raise KeyboardInterrupt
+        return self.inner(x)
+
+
+@pytest.mark.parametrize(("sets", "after"), [(1, 0), (1, 2), (2, 4)])
+def test_interrupted_run_keeps_what_it_measured(
+    sets: int, after: int, data: Path, model: sapnet.DerainNet, tmp_path: Path
+) -> None:
+    datasets = [f"set={data}", f"set2={_paired(tmp_path / 'set2')}"][:sets]
+    out, messages = tmp_path / "out", []
+    with pytest.raises(KeyboardInterrupt):
+        evaluate([Method("m", model=Interrupting(model, after))], datasets, ["psnr"], out, progress=False,
+                 log=messages.append)  # fmt: skip
+    with (out / "per_image.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * after and all(r["psnr"] for r in rows)  # Rainy and m for each image scored
+    md = (out / "table.md").read_text()
+    assert md.startswith(f"PARTIAL results: interrupted after {after} images were scored")
+    records = json.loads((out / "table.json").read_text())
+    assert sum(r["n"] for r in records if r["method"] == "m") == after
+    assert {(r["method"], r["dataset"]) for r in records} == {
+        (m, d) for m in ("Rainy", "m") for d in ("set", "set2")[:sets]
+    }
+    assert messages[-1] == f"interrupted after {after} images: partial table in {out / 'table.md'}"
+
+
+def test_cli_interrupted_exits_130_with_the_partial_table(
+    data: Path, model: sapnet.DerainNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr("sapnet.evaluation.methods.load_model", lambda spec: Interrupting(model, 1))
+    assert main(["evaluate", "--model", "net", "--dataset", str(data), "--out", str(tmp_path)]) == 130
+    assert "interrupted after 1 images" in capsys.readouterr().err
+    assert "PARTIAL" in (tmp_path / "table.md").read_text()
+
+
 def test_method_object_in_memory(data: Path, model: sapnet.DerainNet) -> None:
     result = evaluate([Method("mem", model=model)], [str(data)], progress=False)
     assert _by(result.records, "mem").n == 3
@@ -237,6 +342,27 @@ def test_cli_prints_the_table_and_exit_codes(data: Path, ckpt: Path, tmp_path: P
     assert main(["evaluate", "--dataset", f"bad={bad}", "--out", str(tmp_path / "o2")]) == 1
     assert main(["evaluate", "--dataset", str(data), "--metrics", "niqe", "--out", str(tmp_path / "o3")]) == 2
     assert "NIQE is not provided" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("task", "extra", "named"),
+    [
+        ("restoration", ["--annotations", "a.json"], ["--annotations", "--task detection"]),
+        ("restoration", ["--pseudo-gt", "--seed", "0"], ["--pseudo-gt", "--seed", "detection / segmentation"]),
+        ("detection", ["--metrics", "brisque"], ["--metrics", "--task restoration"]),
+        ("detection", ["--masks", "m", "--class-map", "voc"], ["--masks", "--class-map", "--task segmentation"]),
+        ("segmentation", ["--save-outputs"], ["--save-outputs"]),
+        ("segmentation", ["--pseudo-gt-threshold", "0.5"], ["--pseudo-gt-threshold", "--task detection"]),
+    ],
+)
+def test_cli_refuses_options_of_other_tasks(
+    task: str, extra: list[str], named: list[str], data: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["evaluate", "--task", task, "--dataset", str(data), "--out", str(tmp_path / "o"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--task {task} does not use" in err and all(n in err for n in named), err
+    assert not (tmp_path / "o").exists()  # refused before anything ran
 
 
 def test_evaluate_py_entry_point(data: Path, tmp_path: Path) -> None:

@@ -7,21 +7,53 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sapnet.downstream.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
-from sapnet.evaluation.runner import METRICS, check_metrics, evaluate
+from sapnet.downstream.tasks import TASKS as DOWNSTREAM_TASKS
+from sapnet.evaluation import evaluate
+from sapnet.metrics import METRICS, check_metrics
 
-TASKS = ("restoration", "detection", "segmentation")
+RESTORATION = "restoration"
+DOWNSTREAM = tuple(DOWNSTREAM_TASKS)
+TASKS = (RESTORATION, *DOWNSTREAM)
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    """An option that only some ``--task`` values use: its flag, those tasks, and its default (the parser's
+    default is ``None`` / ``False``, so that an option given by hand can be told from one left out)."""
+
+    flag: str
+    tasks: tuple[str, ...]
+    default: Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "evaluate",
-        help="score derain methods on benchmark folders (PSNR/SSIM on Y as in the literature, BRISQUE)",
+        help="score derain methods on benchmark folders (PSNR/SSIM on Y as in the literature, BRISQUE), or "
+        "a detector / segmenter on rainy, derained and clean images (--task)",
         description=__doc__
-        + " The input row 'Rainy' is always included. Paired folders get PSNR/SSIM (and the no-reference "
-        "metrics when asked); folders of real photos get the no-reference metrics.",
+        + " The input row (column) 'Rainy' is always included. Each --task has its own option group below; "
+        "the options of the other tasks are refused.",
+    )
+    options: dict[str, TaskOption] = {}
+
+    def task_option(group: argparse._ArgumentGroup, tasks: tuple[str, ...], *flags: str, **kwargs: Any) -> None:
+        unset = False if kwargs.get("action") == "store_true" else None
+        default = kwargs.pop("default", unset)
+        action = group.add_argument(*flags, default=unset, **kwargs)
+        options[action.dest] = TaskOption(flags[0], tasks, default)
+
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        default=RESTORATION,
+        help="restoration: PSNR/SSIM/BRISQUE of the derained images (default); detection / segmentation: a "
+        "downstream model's scores on rainy, derained and clean images (SAPNet's Table 5)",
     )
     p.add_argument(
         "--model",
@@ -34,13 +66,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(DIR/<dataset>/<name>.png or DIR/<name>.png); repeatable",
     )
     p.add_argument(
-        "--task",
-        choices=TASKS,
-        default="restoration",
-        help="restoration: PSNR/SSIM/BRISQUE of the derained images (default); detection / segmentation: a "
-        "downstream model's scores on rainy, derained and clean images (SAPNet's Table 5)",
-    )
-    p.add_argument(
         "--dataset",
         dest="datasets",
         action="append",
@@ -51,7 +76,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "paired set, or a folder of clean images whose rainy versions are rendered (default: the embedded demo "
         "set's test images, with pseudo ground truth)",
     )
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for tables, per-image CSV, grids")
+    p.add_argument("--device", default=None, help="where networks run (default: cpu)")
+    p.add_argument("--tile", type=int, default=None, metavar="N", help="derain in N x N tiles (default: whole)")
+    p.add_argument("--grid-images", type=int, default=4, metavar="K", help="images per comparison grid")
     p.add_argument(
+        "--limit", type=_positive_int, default=None, metavar="N", help="score the first N images of each dataset"
+    )
+
+    g = p.add_argument_group(
+        "image scoring (--task restoration, the default)",
+        "PSNR / SSIM / BRISQUE of each method on each dataset (a table methods x datasets, per-image CSV). Paired "
+        "folders get PSNR/SSIM (and the no-reference metrics when asked); folders of real photos get the "
+        "no-reference metrics.",
+    )
+    task_option(
+        g,
+        (RESTORATION,),
         "--metrics",
         nargs="+",
         default=["psnr", "ssim"],
@@ -59,54 +100,92 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="NAME",
         help=f"any of {', '.join(METRICS)} (default: psnr ssim)",
     )
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for tables, per-image CSV, grids")
-    p.add_argument("--save-outputs", action="store_true", help="write the scored (quantised) outputs as PNG")
-    p.add_argument("--device", default=None, help="where networks run (default: cpu)")
-    p.add_argument("--tile", type=int, default=None, metavar="N", help="derain in N x N tiles (default: whole)")
-    p.add_argument("--grid-images", type=int, default=4, metavar="K", help="images per comparison grid")
-    p.add_argument(
-        "--limit", type=_positive_int, default=None, metavar="N", help="score the first N images of each dataset"
+    task_option(
+        g, (RESTORATION,), "--save-outputs", action="store_true", help="write the scored (quantised) outputs as PNG"
     )
-    g = p.add_argument_group("detection / segmentation (--task)")
-    g.add_argument(
-        "--detector",
-        default=DEFAULT_DETECTOR,
-        metavar="NAME|FILE.onnx",
-        help=f"a torchvision detector (default {DEFAULT_DETECTOR}) or a YOLOX ONNX export",
+
+    g = p.add_argument_group(
+        "downstream benchmark (--task detection | segmentation)",
+        "One table, rows = metrics, columns = Rainy, each method, Clean, on one dataset.",
     )
-    g.add_argument(
-        "--segmenter", default=DEFAULT_SEGMENTER, metavar="NAME", help=f"a torchvision segmenter ({DEFAULT_SEGMENTER})"
-    )
-    g.add_argument(
+    task_option(
+        g,
+        DOWNSTREAM,
         "--weights",
         default="pretrained",
         metavar="pretrained|random|FILE",
         help="torchvision weights: the published ones from the torch hub cache (default), a state-dict file, or "
         "random (to test the plumbing; the scores then mean nothing)",
     )
-    g.add_argument("--annotations", type=Path, metavar="FILE.json", help="COCO-format detection ground truth")
-    g.add_argument("--masks", type=Path, metavar="DIR", help="segmentation ground truth: index-mask PNGs")
-    g.add_argument(
-        "--class-map", default="voc", metavar="voc|cityscapes|FILE.json", help="mask values -> classes (default voc)"
-    )
-    g.add_argument(
+    task_option(
+        g,
+        DOWNSTREAM,
         "--pseudo-gt",
         action="store_true",
         help="no annotations: score against the model's own predictions on the clean images (said in the table)",
     )
-    g.add_argument(
+    task_option(
+        g,
+        DOWNSTREAM,
+        "--rain",
+        default="heavy",
+        metavar="PRESET",
+        help="rain preset for clean-only sets (default heavy)",
+    )
+    task_option(g, DOWNSTREAM, "--seed", type=int, default=0, help="rain seed for clean-only sets (default 0)")
+
+    g = p.add_argument_group("detection only (--task detection)")
+    task_option(
+        g,
+        ("detection",),
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        metavar="NAME|FILE.onnx",
+        help=f"a torchvision detector (default {DEFAULT_DETECTOR}) or a YOLOX ONNX export",
+    )
+    task_option(
+        g, ("detection",), "--annotations", type=Path, metavar="FILE.json", help="COCO-format detection ground truth"
+    )
+    task_option(
+        g,
+        ("detection",),
         "--pseudo-gt-threshold",
         type=float,
         default=0.3,
         metavar="S",
         help="clean-image detections with score >= S become pseudo ground truth (default 0.3)",
     )
-    g.add_argument(
-        "--score-threshold", type=float, default=0.01, metavar="S", help="detections kept for mAP (default 0.01)"
+    task_option(
+        g,
+        ("detection",),
+        "--score-threshold",
+        type=float,
+        default=0.01,
+        metavar="S",
+        help="detections kept for mAP (default 0.01)",
     )
-    g.add_argument("--rain", default="heavy", metavar="PRESET", help="rain preset for clean-only sets (default heavy)")
-    g.add_argument("--seed", type=int, default=0, help="rain seed for clean-only sets (default 0)")
-    p.set_defaults(run=run)
+
+    g = p.add_argument_group("segmentation only (--task segmentation)")
+    task_option(
+        g,
+        ("segmentation",),
+        "--segmenter",
+        default=DEFAULT_SEGMENTER,
+        metavar="NAME",
+        help=f"a torchvision segmenter ({DEFAULT_SEGMENTER})",
+    )
+    task_option(
+        g, ("segmentation",), "--masks", type=Path, metavar="DIR", help="segmentation ground truth: index-mask PNGs"
+    )
+    task_option(
+        g,
+        ("segmentation",),
+        "--class-map",
+        default="voc",
+        metavar="voc|cityscapes|FILE.json",
+        help="mask values -> classes (default voc)",
+    )
+    p.set_defaults(run=run, task_options=options)
     return p
 
 
@@ -125,9 +204,42 @@ def _metric(name: str) -> str:
     return name
 
 
+def _left_out(value: object) -> bool:
+    return value is None or value is False
+
+
+def _apply_task_options(args: argparse.Namespace) -> None:
+    """Fill in the defaults of the task-specific options that were left out."""
+    for dest, option in args.task_options.items():
+        if _left_out(getattr(args, dest)):
+            setattr(args, dest, option.default)
+
+
+def _unused_options(args: argparse.Namespace) -> str | None:
+    """Why the options given for other tasks than ``args.task`` are refused (``None``: there are none)."""
+    unused = [
+        o for dest, o in args.task_options.items() if args.task not in o.tasks and not _left_out(getattr(args, dest))
+    ]
+    if not unused:
+        return None
+    flags = ", ".join(o.flag for o in unused)
+    owners = "; ".join(f"{o.flag} is for --task {' / '.join(o.tasks)}" for o in unused)
+    return f"--task {args.task} does not use {flags} ({owners})"
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.task != "restoration":
-        return run_downstream(args)
+    """``--task restoration`` (:func:`run_restoration`) or a downstream task (:func:`run_downstream`); options of
+    the other tasks exit 2."""
+    unused = _unused_options(args)
+    if unused is not None:
+        print(f"sapnet evaluate: {unused}", file=sys.stderr)
+        return 2
+    _apply_task_options(args)
+    return run_restoration(args) if args.task == RESTORATION else run_downstream(args)
+
+
+def run_restoration(args: argparse.Namespace) -> int:
+    """``--task restoration``: one table, methods x datasets, of PSNR / SSIM / BRISQUE."""
     if not args.datasets:
         print("sapnet evaluate: --dataset is required (a benchmark folder, NAME=DIR)", file=sys.stderr)
         return 2
@@ -157,8 +269,10 @@ def run_downstream(args: argparse.Namespace) -> int:
     from sapnet.data.synthesis import RAIN_PRESETS
     from sapnet.downstream import (
         AnnotationError,
+        Detector,
         ModelUnavailableError,
         RandomModelWarning,
+        Segmenter,
         TorchvisionDetector,
         TorchvisionSegmenter,
         create_detector,
@@ -166,9 +280,8 @@ def run_downstream(args: argparse.Namespace) -> int:
         evaluate_downstream,
         load_class_map,
         load_downstream_set,
-        markdown_table,
     )
-    from sapnet.evaluation.runner import parse_dataset
+    from sapnet.evaluation import parse_dataset
 
     def fail(message: str) -> int:
         print(f"sapnet evaluate: {message}", file=sys.stderr)
@@ -187,6 +300,7 @@ def run_downstream(args: argparse.Namespace) -> int:
         pseudo_gt = True
         print(f"no --dataset: the embedded demo set's test images ({root}), with pseudo ground truth", file=sys.stderr)
     detection = args.task == "detection"
+    model: Detector | Segmenter
     try:
         class_map = load_class_map(args.class_map) if args.masks is not None else None
         data = load_downstream_set(
@@ -235,7 +349,7 @@ def run_downstream(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         return fail(str(e))
-    print(markdown_table(result))
+    print(result.markdown())
     print(", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
     for kind, path in result.files.items():
         print(f"{kind}: {path}")

@@ -2,7 +2,8 @@
 
 A detector (COCO mAP@[.5:.95], mAP@.5) or a segmenter (mIoU, mPA) is run on the rainy, derained and clean versions
 of the same images, against annotations or, without them, against its own predictions on the clean images
-(pseudo ground truth). See :func:`evaluate_downstream` and ``sapnet evaluate --task detection|segmentation``.
+(pseudo ground truth). See :func:`evaluate_downstream` (each task a :class:`DownstreamTask`, :data:`TASKS`) and
+``sapnet evaluate --task detection|segmentation``.
 """
 
 from sapnet.downstream.data import AnnotationError, DownstreamItem, DownstreamSet, load_coco, load_downstream_set
@@ -29,7 +30,7 @@ from sapnet.downstream.models import (
     create_detector,
     create_segmenter,
 )
-from sapnet.downstream.runner import DownstreamResult, evaluate_downstream, markdown_table
+from sapnet.downstream.runner import DownstreamResult, evaluate_downstream
 from sapnet.downstream.targets import (
     CLASS_MAPS,
     IGNORE_INDEX,
@@ -40,6 +41,7 @@ from sapnet.downstream.targets import (
     load_class_map,
     read_mask,
 )
+from sapnet.downstream.tasks import TASKS, DetectionTask, DownstreamTask, SegmentationTask, create_task
 
 __all__ = [
     "CLASS_MAPS",
@@ -47,19 +49,23 @@ __all__ = [
     "DEFAULT_DETECTOR",
     "DEFAULT_SEGMENTER",
     "IGNORE_INDEX",
+    "TASKS",
     "AnnotationError",
     "BoxTargets",
     "ClassMap",
     "DetectionMAP",
+    "DetectionTask",
     "Detections",
     "Detector",
     "DownstreamItem",
     "DownstreamResult",
     "DownstreamSet",
+    "DownstreamTask",
     "MaskError",
     "ModelUnavailableError",
     "RandomModelWarning",
     "SegmentationScores",
+    "SegmentationTask",
     "Segmenter",
     "TorchvisionDetector",
     "TorchvisionSegmenter",
@@ -68,13 +74,13 @@ __all__ = [
     "confusion_matrix",
     "create_detector",
     "create_segmenter",
+    "create_task",
     "draw_boxes",
     "draw_labels",
     "evaluate_downstream",
     "load_class_map",
     "load_coco",
     "load_downstream_set",
-    "markdown_table",
     "read_mask",
     "segmentation_scores",
     "segmentation_scores_from_confusion",

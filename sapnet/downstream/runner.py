@@ -13,13 +13,12 @@ for, is left out of all columns and reported.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -28,28 +27,16 @@ from sapnet.data.builder import _quantise, pair_seed
 from sapnet.data.image import ImageReadError, read_image, write_image
 from sapnet.data.synthesis import synthesize_rain
 from sapnet.downstream.data import DownstreamItem, DownstreamSet
-from sapnet.downstream.draw import draw_boxes, draw_labels
-from sapnet.downstream.metrics import DetectionMAP, SegmentationScores
 from sapnet.downstream.models import Detector, Segmenter
-from sapnet.downstream.targets import BoxTargets, MaskError, read_mask
+from sapnet.downstream.targets import MaskError
+from sapnet.downstream.tasks import TASKS, DownstreamTask, create_task
 from sapnet.evaluation.grid import comparison_grid
-from sapnet.evaluation.runner import Method, resolve_methods
-from sapnet.inference import derain
-from sapnet.metrics import quantize
+from sapnet.evaluation.methods import Method, MethodRunner, resolve_methods
+from sapnet.evaluation.tables import scores_table, write_tables
 
-__all__ = ["METRIC_LABELS", "DownstreamResult", "evaluate_downstream", "markdown_table"]
+__all__ = ["DownstreamResult", "evaluate_downstream"]
 
 RAINY, CLEAN, GROUND_TRUTH = "Rainy", "Clean", "Ground truth"
-
-METRIC_LABELS: dict[str, str] = {
-    "map": "mAP@[.5:.95]",
-    "map50": "mAP@.5",
-    "miou": "mIoU",
-    "mpa": "mPA",
-}
-"""Row labels of the table, by metric key (all in [0, 1], higher is better)."""
-
-_TASK_METRICS = {"detection": ("map", "map50"), "segmentation": ("miou", "mpa")}
 
 
 @dataclass
@@ -57,6 +44,7 @@ class DownstreamResult:
     """What :func:`evaluate_downstream` measured.
 
     Attributes:
+        task: the task's name (a key of :data:`sapnet.downstream.tasks.TASKS`).
         columns: ``Rainy``, each method, ``Clean``.
         scores: column -> metric key -> value in [0, 1] (NaN: undefined, e.g. no ground-truth object).
         images: number of images scored in every column.
@@ -90,51 +78,25 @@ class DownstreamResult:
             "problems": self.problems,
         }
 
+    def markdown(self) -> str:
+        """The table (rows = the task's metrics, columns = Rainy, each method, Clean: SAPNet's Table 5), with a
+        title above and the note and problems below."""
+        text = f"{self.task.capitalize()} on {self.dataset} ({self.images} images), {self.model}.\n\n"
+        text += scores_table(self.columns, self.scores, TASKS[self.task].metrics) + "\n\n" + self.note + "\n"
+        if self.problems:
+            text += "\nProblems:\n" + "".join(f"- {p}\n" for p in self.problems)
+        return text
 
-def markdown_table(result: DownstreamResult, decimals: int = 4) -> str:
-    """Rows = metrics, columns = Rainy, each method, Clean (the layout of SAPNet's Table 5)."""
-    lines = [
-        "| metric | " + " | ".join(result.columns) + " |",
-        "|---|" + "---|" * len(result.columns),
-    ]
-    for key in _TASK_METRICS[result.task]:
-        values = [result.scores[c].get(key, math.nan) for c in result.columns]
-        cells = ["-" if math.isnan(v) else f"{v:.{decimals}f}" for v in values]
-        lines.append(f"| {METRIC_LABELS[key]} ↑ | " + " | ".join(cells) + " |")
-    text = f"{result.task.capitalize()} on {result.dataset} ({result.images} images), {result.model}.\n\n"
-    text += "\n".join(lines) + "\n\n" + result.note + "\n"
-    if result.problems:
-        text += "\nProblems:\n" + "".join(f"- {p}\n" for p in result.problems)
-    return text
-
-
-def _write(result: DownstreamResult, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    result.files["md"] = out / "table.md"
-    result.files["md"].write_text(markdown_table(result))
-    result.files["csv"] = out / "table.csv"
-    with result.files["csv"].open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["metric", *result.columns])
-        for key in _TASK_METRICS[result.task]:
-            writer.writerow([key, *(result.scores[c].get(key, math.nan) for c in result.columns)])
-    result.files["json"] = out / "table.json"
-    result.files["json"].write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-
-
-def _method_output(
-    method: Method,
-    dataset: str,
-    item: DownstreamItem,
-    rainy: torch.Tensor,
-    rainy_path: Path,
-    device: torch.device | str | None,
-    tile: int | None,
-) -> torch.Tensor:
-    """A method's derained image (3, H, W) in [0, 1]: its saved output, or its network's, quantised to 8 bits."""
-    if method.model is None:
-        return read_image(method.output_for(dataset, item.name, rainy_path))
-    return quantize(derain(rainy, method.model, device=device, tile=tile))
+    def write(self, out: Path) -> dict[str, Path]:
+        """Write ``table.md`` (:meth:`markdown`), ``table.csv`` (``metric, <column>...``) and ``table.json``
+        (:meth:`as_dict`) into ``out``; adds them to :attr:`files`."""
+        keys = [m.key for m in TASKS[self.task].metrics]
+        rows: list[list[object]] = [
+            ["metric", *self.columns],
+            *([k, *(self.scores[c].get(k, math.nan) for c in self.columns)] for k in keys),
+        ]
+        self.files.update(write_tables(out, self.markdown(), rows, self.as_dict()))
+        return self.files
 
 
 def evaluate_downstream(
@@ -169,15 +131,14 @@ def evaluate_downstream(
         log: where problems are reported as they happen.
 
     Returns:
-        A :class:`DownstreamResult` (also written to ``out``).
+        A :class:`DownstreamResult` (also written to ``out``). On ``KeyboardInterrupt`` the images scored so far
+        are written to ``out`` as a table marked PARTIAL, then the interrupt is raised again.
 
     Raises:
         ValueError: a detector for a segmentation set or the reverse; a segmenter whose classes differ in
             number from the class map's.
     """
-    detection = data.task == "detection"
-    if not isinstance(model, Detector if detection else Segmenter):
-        raise ValueError(f"a {data.task} set needs a {'detector' if detection else 'segmenter'}, got {model!r}")
+    task: DownstreamTask[Any, Any] = create_task(data, model, pseudo_threshold=pseudo_threshold)
     problems = list(data.problems)
     for p in problems:
         log(p)
@@ -188,138 +149,91 @@ def evaluate_downstream(
     columns = [RAINY, *(m.name for m in resolved), CLEAN]
     if len(set(columns)) != len(columns):
         raise ValueError(f"column names must be unique, got {columns}; label methods with LABEL=SPEC")
-
-    if detection:
-        categories = dict(data.categories or model.categories)  # type: ignore[union-attr]
-        foreign = sorted(set(data.categories) - set(model.categories))  # type: ignore[union-attr]
-        if foreign:
-            problems.append(
-                f"annotation categories {foreign} are not among {model.name}'s categories: they can only be missed"
-            )
-            log(problems[-1])
-        meters: dict[str, DetectionMAP | SegmentationScores] = {c: DetectionMAP() for c in columns}
-    else:
-        classes = data.class_map.classes if data.class_map else model.classes  # type: ignore[union-attr]
-        if len(classes) != len(model.classes):  # type: ignore[union-attr]
-            raise ValueError(
-                f"{model.name} predicts {len(model.classes)} classes but the class map "  # type: ignore[union-attr]
-                f"{data.class_map.name if data.class_map else ''} has {len(classes)}"
-            )
-        meters = {c: SegmentationScores(len(classes)) for c in columns}
-    unknown_values: dict[int, int] = {}
+    for p in task.problems:
+        problems.append(p)
+        log(p)
+    runner = MethodRunner(device, tile)
     grid_rows: list[list[torch.Tensor]] = []
     seconds = {"derain": 0.0, "model": 0.0}
     start = time.perf_counter()
-    scored = 0
-    objects = 0
 
     def skip(item: DownstreamItem, why: str) -> None:
         problems.append(f"{item.name} left out of every column: {why}")
         log(problems[-1])
 
-    for item in tqdm(data.items, desc=f"{data.task} {data.name}", disable=not progress, unit="img"):
-        try:
-            clean = read_image(item.clean)
-            if item.rainy is not None:
-                rainy_path = item.rainy
-                rainy = read_image(item.rainy)
-            else:
-                rainy_path = (out / "rainy" if out is not None else Path("rainy")) / f"{item.name}.png"
-                rainy = _quantise(synthesize_rain(clean[None], rain, pair_seed(seed, item.name, 1))[0])
-                if out is not None:
-                    write_image(rainy, rainy_path)
-            if rainy.shape != clean.shape:
-                raise ImageReadError(f"rainy {tuple(rainy.shape[1:])} and clean {tuple(clean.shape[1:])} differ")
-            target: torch.Tensor | BoxTargets | None = None
-            if item.mask is not None and data.class_map is not None:
-                target, unknown = read_mask(item.mask, data.class_map)
-                for value, count in unknown.items():
-                    unknown_values[value] = unknown_values.get(value, 0) + count
-                if target.shape != clean.shape[1:]:
-                    raise MaskError(f"mask {tuple(target.shape)} and image {tuple(clean.shape[1:])} differ in size")
-            elif item.boxes is not None:
-                target = item.boxes
-        except (ImageReadError, MaskError) as e:
-            skip(item, str(e))
-            continue
-        versions = {RAINY: rainy}
-        t0 = time.perf_counter()
-        try:
-            for method in resolved:
-                versions[method.name] = _method_output(
-                    method, data.name, item, rainy, rainy_path, device=device, tile=tile
-                )
-                if versions[method.name].shape != clean.shape:
-                    raise ImageReadError(f"{method.name}'s output is {tuple(versions[method.name].shape[1:])}")
-        except (ImageReadError, RuntimeError) as e:
-            skip(item, f"{method.name}: {e}")
-            continue
-        versions[CLEAN] = clean
-        t1 = time.perf_counter()
-        predictions = {c: model(x) for c, x in versions.items()}
-        seconds["derain"] += t1 - t0
-        seconds["model"] += time.perf_counter() - t1
-        if target is None:  # pseudo ground truth: the model on the clean image
-            clean_prediction = predictions[CLEAN]
-            target = clean_prediction.above(pseudo_threshold).as_targets() if detection else clean_prediction
-        for c in columns:
-            meters[c].update(predictions[c], target)  # type: ignore[arg-type]
-        scored += 1
-        objects += len(target) if isinstance(target, BoxTargets) else 0
-        if len(grid_rows) < grid_images:
-            if detection:
-                row = [draw_boxes(versions[c], predictions[c], categories) for c in columns]
-                row.append(draw_boxes(clean, target, categories))  # type: ignore[arg-type]
-            else:
-                row = [draw_labels(versions[c], predictions[c], len(classes)) for c in columns]
-                row.append(draw_labels(clean, target, len(classes)))  # type: ignore[arg-type]
-            grid_rows.append(row)
+    interrupted = False
+    try:
+        for item in tqdm(data.items, desc=f"{data.task} {data.name}", disable=not progress, unit="img"):
+            try:
+                clean = read_image(item.clean)
+                if item.rainy is not None:
+                    rainy_path = item.rainy
+                    rainy = read_image(item.rainy)
+                else:
+                    rainy_path = (out / "rainy" if out is not None else Path("rainy")) / f"{item.name}.png"
+                    rainy = _quantise(synthesize_rain(clean[None], rain, pair_seed(seed, item.name, 1))[0])
+                    if out is not None:
+                        write_image(rainy, rainy_path)
+                if rainy.shape != clean.shape:
+                    raise ImageReadError(f"rainy {tuple(rainy.shape[1:])} and clean {tuple(clean.shape[1:])} differ")
+                target = task.target(item, (clean.shape[1], clean.shape[2]))
+            except (ImageReadError, MaskError) as e:
+                skip(item, str(e))
+                continue
+            versions = {RAINY: rainy}
+            t0 = time.perf_counter()
+            try:
+                for method in resolved:
+                    versions[method.name] = runner(method, data.name, item.name, rainy_path, rainy)
+            except (ImageReadError, RuntimeError) as e:
+                skip(item, f"{method.name}: {e}")
+                continue
+            versions[CLEAN] = clean
+            t1 = time.perf_counter()
+            predictions = {c: task.model(x) for c, x in versions.items()}
+            seconds["derain"] += t1 - t0
+            seconds["model"] += time.perf_counter() - t1
+            if target is None:  # pseudo ground truth: the model on the clean image
+                target = task.pseudo_target(predictions[CLEAN])
+            task.update(predictions, target)
+            if len(grid_rows) < grid_images:
+                grid_rows.append([*(task.draw(versions[c], predictions[c]) for c in columns), task.draw(clean, target)])
+    except KeyboardInterrupt:  # keep what was measured: the partial table is written, then re-raised
+        interrupted = True
 
-    if detection and scored and not objects:
-        why = (
-            f"{model.name} found nothing with score >= {pseudo_threshold} on the clean images"
-            if data.ground_truth is None
-            else "the annotations hold none"
-        )
-        problems.append(f"no ground-truth object in the {scored} images ({why}): mAP is undefined")
-        log(problems[-1])
-    if unknown_values:
-        values = ", ".join(f"{v} ({n} px)" for v, n in sorted(unknown_values.items()))
-        problems.append(f"mask values outside the class map, ignored: {values}")
-        log(problems[-1])
+    for p in task.finish():
+        problems.append(p)
+        log(p)
     seconds["total"] = time.perf_counter() - start
     result = DownstreamResult(
         task=data.task,
         dataset=data.name,
         model=repr(model),
         columns=columns,
-        scores={c: meters[c].compute() if scored else {} for c in columns},
-        images=scored,
-        note=_note(data, rain, seed, pseudo_threshold, detection),
+        scores=task.compute(columns),
+        images=task.images,
+        note=(f"PARTIAL results: interrupted after {task.images} images were scored. " if interrupted else "")
+        + _note(data, task, rain, seed),
         problems=problems,
         seconds=seconds,
     )
     if out is not None:
-        _write(result, out)
+        result.write(out)
         if grid_rows:
             titles = [*columns, GROUND_TRUTH if data.ground_truth else "Pseudo ground truth"]
             result.files["grid"] = out / "grid.png"
             comparison_grid(grid_rows, titles).save(result.files["grid"])
         if not data.paired:
             result.files["rainy"] = out / "rainy"
+    if interrupted:
+        where = f": partial table in {result.files['md']}" if out is not None else ""
+        log(f"interrupted after {task.images} images{where}")
+        raise KeyboardInterrupt
     return result
 
 
-def _note(data: DownstreamSet, rain: str, seed: int, pseudo_threshold: float, detection: bool) -> str:
-    if detection:
-        metric = "COCO box mAP (pycocotools; at most 100 detections per image, all object sizes)"
-        pseudo = (
-            f"the detector's own detections on the clean images with score >= {pseudo_threshold} "
-            "(so the Clean column is 1 by construction)"
-        )
-    else:
-        metric = "mIoU over classes present in truth or prediction, mPA over classes present in truth"
-        pseudo = "the segmenter's own label maps of the clean images (so the Clean column is 1 by construction)"
+def _note(data: DownstreamSet, task: DownstreamTask[Any, Any], rain: str, seed: int) -> str:
+    metric, pseudo = task.protocol
     truth = data.ground_truth or f"PSEUDO ground truth: {pseudo}"
     rainy = (
         "the set's own rainy images"

@@ -1,30 +1,36 @@
-"""Evaluation: benchmark scores with the literature's protocol, result tables and comparison grids."""
+"""Evaluation: benchmark scores with the literature's protocol, derain methods, result tables and comparison grids."""
 
 from sapnet.evaluation.grid import comparison_grid
-from sapnet.evaluation.runner import (
-    METRICS,
-    DatasetSpec,
-    EvaluationResult,
-    Method,
-    evaluate,
-    parse_dataset,
-    resolve_method,
-    resolve_methods,
+from sapnet.evaluation.methods import Method, MethodRunner, resolve_method, resolve_methods
+from sapnet.evaluation.runner import RAINY, DatasetSpec, EvaluationResult, evaluate, parse_dataset
+from sapnet.evaluation.tables import (
+    PerImageWriter,
+    Record,
+    format_value,
+    markdown_table,
+    records_table,
+    scores_table,
+    write_records,
+    write_tables,
 )
-from sapnet.evaluation.tables import MetricSpec, Record, markdown_table, write_tables
 
 __all__ = [
-    "METRICS",
+    "RAINY",
     "DatasetSpec",
     "EvaluationResult",
     "Method",
-    "MetricSpec",
+    "MethodRunner",
+    "PerImageWriter",
     "Record",
     "comparison_grid",
     "evaluate",
+    "format_value",
     "markdown_table",
     "parse_dataset",
+    "records_table",
     "resolve_method",
     "resolve_methods",
+    "scores_table",
+    "write_records",
     "write_tables",
 ]

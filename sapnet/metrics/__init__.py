@@ -16,18 +16,27 @@ NIQE is deliberately not provided: no reference scores exist here to calibrate a
 the published implementations disagree with one another (MATLAB's built-in model vs. the LIVE release's
 pristine parameters, and different patch selection and resizing), so a number from us could not be shown to be
 the literature's.
+
+By name, for tables: :data:`METRICS` (:class:`ImageMetric`: a :class:`MetricSpec` and a per-image function),
+:func:`check_metrics`.
 """
 
 from sapnet.metrics.full_reference import PSNR, SSIM, psnr, quantize, rgb_to_y, ssim
 from sapnet.metrics.no_reference import BRISQUE, MIN_SIZE, brisque, brisque_features
+from sapnet.metrics.registry import METRICS, UNAVAILABLE_METRICS, ImageMetric, MetricSpec, check_metrics
 
 __all__ = [
     "BRISQUE",
+    "METRICS",
     "MIN_SIZE",
     "PSNR",
     "SSIM",
+    "UNAVAILABLE_METRICS",
+    "ImageMetric",
+    "MetricSpec",
     "brisque",
     "brisque_features",
+    "check_metrics",
     "psnr",
     "quantize",
     "rgb_to_y",
