@@ -7,36 +7,41 @@ set's figure being the per-image values averaged):
 * :func:`psnr` / :class:`PSNR`, :func:`ssim` / :class:`SSIM`, with :func:`rgb_to_y` and :func:`quantize`
   (the reference scripts' 8-bit saving of a result before it is scored).
 
-No reference:
+No reference (lower is better; calibrated against reference implementations' per-image scores):
 
-* :func:`brisque` / :class:`BRISQUE` (lower is better), the LIVE-trained SVR model of the ``brisque`` PyPI
-  package, shipped in ``brisque_model/`` under its Apache-2.0 licence; :func:`brisque_features`.
-
-NIQE is deliberately not provided: no reference scores exist here to calibrate an implementation against, and
-the published implementations disagree with one another (MATLAB's built-in model vs. the LIVE release's
-pristine parameters, and different patch selection and resizing), so a number from us could not be shown to be
-the literature's.
+* :func:`brisque` / :class:`BRISQUE`, the LIVE-trained SVR model of the ``brisque`` PyPI package, shipped in
+  ``brisque_model/`` under its Apache-2.0 licence; :func:`brisque_features`;
+* :func:`niqe` / :class:`NIQE`, the MATLAB ``niqe`` release's pristine model (``niqe_model/``), on the rounded Y
+  channel in 96x96 blocks, as BasicSR's ``calculate_niqe`` (which matches MATLAB);
+* :func:`piqe` / :class:`PIQE`, parameter free, as MATLAB's ``piqe`` (via its port ``pypiqe``).
 
 By name, for tables: :data:`METRICS` (:class:`ImageMetric`: a :class:`MetricSpec` and a per-image function),
 :func:`check_metrics`.
 """
 
 from sapnet.metrics.full_reference import PSNR, SSIM, psnr, quantize, rgb_to_y, ssim
+from sapnet.metrics.niqe import NIQE, NIQE_BLOCK, niqe
 from sapnet.metrics.no_reference import BRISQUE, MIN_SIZE, brisque, brisque_features
-from sapnet.metrics.registry import METRICS, UNAVAILABLE_METRICS, ImageMetric, MetricSpec, check_metrics
+from sapnet.metrics.piqe import PIQE, PIQE_BLOCK, piqe
+from sapnet.metrics.registry import METRICS, ImageMetric, MetricSpec, check_metrics
 
 __all__ = [
     "BRISQUE",
     "METRICS",
     "MIN_SIZE",
+    "NIQE",
+    "NIQE_BLOCK",
+    "PIQE",
+    "PIQE_BLOCK",
     "PSNR",
     "SSIM",
-    "UNAVAILABLE_METRICS",
     "ImageMetric",
     "MetricSpec",
     "brisque",
     "brisque_features",
     "check_metrics",
+    "niqe",
+    "piqe",
     "psnr",
     "quantize",
     "rgb_to_y",

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import torch
 
 from sapnet.metrics.full_reference import psnr, ssim
+from sapnet.metrics.niqe import niqe
 from sapnet.metrics.no_reference import brisque
+from sapnet.metrics.piqe import piqe
 
-__all__ = ["METRICS", "UNAVAILABLE_METRICS", "ImageMetric", "MetricSpec", "check_metrics"]
+__all__ = ["METRICS", "ImageMetric", "MetricSpec", "check_metrics"]
 
 
 @dataclass(frozen=True)
@@ -47,22 +49,26 @@ def _brisque(x: torch.Tensor, _: torch.Tensor | None) -> float:
     return brisque(x[None]).item()
 
 
+def _niqe(x: torch.Tensor, _: torch.Tensor | None) -> float:
+    return niqe(x).item()
+
+
+def _piqe(x: torch.Tensor, _: torch.Tensor | None) -> float:
+    return piqe(x).item()
+
+
 METRICS: dict[str, ImageMetric] = {
     "psnr": ImageMetric(MetricSpec("psnr", "PSNR", 2, True), True, _psnr),
     "ssim": ImageMetric(MetricSpec("ssim", "SSIM", 4, True), True, _ssim),
     "brisque": ImageMetric(MetricSpec("brisque", "BRISQUE", 2, False), False, _brisque),
+    "niqe": ImageMetric(MetricSpec("niqe", "NIQE", 3, False), False, _niqe),
+    "piqe": ImageMetric(MetricSpec("piqe", "PIQE", 2, False), False, _piqe),
 }
-"""Metrics by name: PSNR / SSIM (Y channel, MATLAB protocol) need a clean image; BRISQUE does not."""
-
-UNAVAILABLE_METRICS: dict[str, str] = {
-    "niqe": "NIQE is not provided: its published implementations disagree with one another and there are no "
-    "reference scores here to calibrate ours against (see sapnet.metrics)",
-}
-"""Metrics that users may ask for and that are deliberately left out, with the reason."""
+"""Metrics by name: PSNR / SSIM (Y channel, MATLAB protocol) need a clean image; BRISQUE, NIQE and PIQE do not."""
 
 
 def check_metrics(names: Sequence[str]) -> None:
     """Raise ``ValueError`` naming each unknown or unavailable metric in ``names``."""
-    problems = [UNAVAILABLE_METRICS.get(n, f"unknown metric {n!r}") for n in names if n not in METRICS]
+    problems = [f"unknown metric {n!r}" for n in names if n not in METRICS]
     if problems:
         raise ValueError("; ".join(problems) + f". Available: {', '.join(METRICS)}")
