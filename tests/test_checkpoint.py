@@ -303,10 +303,12 @@ def test_bad_file(tmp_path: Path, kind: str) -> None:
 
 
 def test_unsafe_pickle_is_not_called_foreign(tmp_path: Path) -> None:
-    message = str(pytest.raises(CheckpointError, load_model, _custom_object(tmp_path)).value)
-    assert "weights_only" in message and "not a PyTorch checkpoint file" not in message
-    message = str(pytest.raises(CheckpointError, load_model, _text(tmp_path)).value)
-    assert "weights_only" not in message
+    with pytest.raises(CheckpointError) as unsafe:
+        load_model(_custom_object(tmp_path))
+    assert "weights_only" in str(unsafe.value) and "not a PyTorch checkpoint file" not in str(unsafe.value)
+    with pytest.raises(CheckpointError) as text:
+        load_model(_text(tmp_path))
+    assert "weights_only" not in str(text.value)
 
 
 def test_training_state_round_trip(tmp_path: Path) -> None:

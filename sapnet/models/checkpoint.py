@@ -364,7 +364,9 @@ def _sapnet_checkpoint(obj: Mapping[str, Any], path: Path) -> Checkpoint:
     """The :class:`Checkpoint` in a dict of our format (version and config checked)."""
     version = obj.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: sapnet checkpoint format version {version!r}, this sapnet reads {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path}: sapnet checkpoint format version {version!r}, this sapnet reads {FORMAT_VERSION}"
+        )
     try:
         config = DerainNetConfig.from_dict(dict(obj["config"]))
         state_dict = dict(obj["state_dict"])
