@@ -18,9 +18,11 @@ from sapnet.cli import main
 from sapnet.cli.main import build_parser
 from sapnet.cli.train import config_from_args
 from sapnet.data import DatasetError
+from sapnet.losses import SAPNetLoss
 from sapnet.training import (
     ConfigError,
     DivergedError,
+    LossConfig,
     PatchDataset,
     ResumableSampler,
     TrainConfig,
@@ -28,7 +30,6 @@ from sapnet.training import (
     get_rng_state,
     set_rng_state,
 )
-from sapnet.training import trainer as trainer_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -117,10 +118,10 @@ def test_yaml_base_and_unknown_keys(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bad3\.yaml.*data\.batch_size must be an integer"):
         TrainConfig.from_yaml(tmp_path / "bad3.yaml")
     (tmp_path / "bad4.yaml").write_text("loss: {weight_files: {vgg: /x.pth}}\n")
-    with pytest.raises(ConfigError, match=r"loss\.weight_files: unknown keys \['vgg'\]; valid keys: vgg16, lpips"):
+    with pytest.raises(ConfigError, match=r"loss: unknown weight_files keys \['vgg'\]; valid keys: vgg16, lpips"):
         TrainConfig.from_yaml(tmp_path / "bad4.yaml").validate()
     (tmp_path / "bad5.yaml").write_text("loss: {ubs_start_epoch: -1}\n")
-    with pytest.raises(ConfigError, match=r"loss\.ubs_start_epoch must be >= 0"):
+    with pytest.raises(ConfigError, match=r"loss: ubs_start_epoch must be >= 0"):
         TrainConfig.from_yaml(tmp_path / "bad5.yaml").validate()
 
 
@@ -258,10 +259,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     out = tmp_path / "run"
     Trainer(tiny_config(out, data, max_steps=2), log=lambda m: None).fit()
     good = (out / "last.pt").read_bytes()
-    real = trainer_module.build_loss
+    real = LossConfig.build
 
-    def nan_at_second_call(config: TrainConfig) -> torch.nn.Module:
-        loss = real(config)
+    def nan_at_second_call(config: LossConfig, seed: int = 0) -> SAPNetLoss:
+        loss = real(config, seed)
         calls = {"n": 0}
         forward = loss.forward
 
@@ -273,7 +274,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
         loss.forward = patched  # type: ignore[method-assign]
         return loss
 
-    monkeypatch.setattr(trainer_module, "build_loss", nan_at_second_call)
+    monkeypatch.setattr(LossConfig, "build", nan_at_second_call)
     # step 3 ends epoch 0 and saves last.pt (a good state); step 4 is NaN and must not be saved
     with pytest.raises(DivergedError, match=r"step 4 \(epoch 1\): loss=nan, ssim="):
         Trainer(tiny_config(out, data, max_steps=6), resume=out / "last.pt", log=lambda m: None).fit()
