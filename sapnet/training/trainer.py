@@ -138,14 +138,15 @@ class Trainer:
             raise ConfigError("run.amp='bf16' is not supported by this GPU; use --amp fp16 or none")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
-        # The loss first: a missing pretrained backbone should fail before any data work.
-        self._tensorboard: TensorBoardLog | None = None
-        if config.run.tensorboard and self.is_main:
+        self._tensorboard: TensorBoardLog | None = None  # on every rank (the same error everywhere); rank 0 writes
+        if config.run.tensorboard:
             step = int(resumed[1]["step"]) if resumed is not None else None
             try:
                 self._tensorboard = TensorBoardLog(self.out / "tensorboard", purge_step=step)
             except ImportError as e:
                 raise ConfigError(f"run.tensorboard: {e}") from None
+
+        # The loss first: a missing pretrained backbone should fail before any data work.
         torch.manual_seed(config.run.seed)
         self.loss_fn = config.loss.build(seed=config.run.seed).to(self.device)
 
