@@ -30,8 +30,10 @@ from sapnet.training import (
     WeightEMA,
     get_rng_state,
     set_rng_state,
+    truncate_csv,
 )
 from sapnet.training import config as training_config
+from sapnet.training.setup import pick_device
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -613,3 +615,29 @@ def test_ema_is_resumed_exactly_and_used_for_best(tmp_path: Path, data: tuple[Pa
     assert scorer.ema is not None
     scorer.ema.module.load_state_dict(best["state_dict"])
     assert scorer.validate()["psnr"] == pytest.approx(best["metadata"]["best_psnr"], rel=1e-6)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("cpu", "cpu"), (None, "cuda:0" if torch.cuda.is_available() else "cpu"), ("bogus", None)]
+)
+def test_pick_device(name: str | None, expected: str | None) -> None:
+    if expected is None:
+        with pytest.raises(ConfigError, match=r"run\.device"):
+            pick_device(name)
+    else:
+        assert str(pick_device(name)) == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_pick_device_without_cuda() -> None:
+    with pytest.raises(ConfigError, match="CUDA is not available; use --device cpu"):
+        pick_device("cuda")
+
+
+@pytest.mark.parametrize(("last", "kept"), [(0, ["x"]), (2, ["1", "2", "x"]), (9, ["1", "2", "3", "x"])])
+def test_truncate_csv(tmp_path: Path, last: int, kept: list[str]) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("step,loss\n1,0.5\n2,0.4\n3,0.3\nx,0.2\n")
+    assert truncate_csv(path, "step", last) == 4 - len(kept)
+    assert [line.split(",")[0] for line in path.read_text().splitlines()[1:]] == kept
+    assert truncate_csv(tmp_path / "missing.csv", "step", 0) == 0

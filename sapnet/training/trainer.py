@@ -19,28 +19,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sapnet.data import PairedImageDataset, demo_dataset
 from sapnet.metrics import psnr, quantize, ssim
 from sapnet.models import Checkpoint, load_weights, save_training_state
 from sapnet.training.config import ConfigError, TrainConfig
-from sapnet.training.data import PatchDataset, ResumableSampler
 from sapnet.training.ema import WeightEMA
 from sapnet.training.logging import CsvLog, TensorBoardLog, plot_curves, truncate_csv
 from sapnet.training.outputs import check_out_dir, remove_outputs
+from sapnet.training.setup import build_train_data, pick_device
 from sapnet.training.state import (
     get_rng_state,
     load_optimisation_state,
@@ -65,14 +61,6 @@ class TrainResult:
     best_psnr: float | None
     last: Path | None
     best: Path | None
-
-
-def _worker_init(worker_id: int) -> None:
-    """Seed NumPy and ``random`` in a DataLoader worker from its torch seed (the crops themselves use
-    per-item generators and need none of this)."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)  # noqa: NPY002 (libraries may use the legacy global generator)
-    random.seed(seed)
 
 
 # --- the trainer --------------------------------------------------------------------------------------------
@@ -127,7 +115,7 @@ class Trainer:
             self.world, self.rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
             local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.is_main = self.rank == 0
-        self.device = self._pick_device(config.run.device, local_rank)
+        self.device = pick_device(config.run.device, local_rank)
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
             self._own_group = True
@@ -169,7 +157,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.ema = WeightEMA(net, o.ema) if o.ema is not None else None
 
-        self._setup_data()
+        data = build_train_data(config, self.world, self.rank, self.device, self.info, self._barrier)
+        self.train_set, self.val_set, self.sampler, self.loader = data.train, data.val, data.sampler, data.loader
+        self.steps_per_epoch = data.steps_per_epoch
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_psnr: float | None = None
         self.last_val: dict[str, float] | None = None
@@ -181,22 +171,6 @@ class Trainer:
 
     # -- setup --
 
-    @staticmethod
-    def _pick_device(name: str | None, local_rank: int) -> torch.device:
-        if name is None:
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            device = torch.device(name)
-        except RuntimeError as e:
-            raise ConfigError(f"run.device: {e}") from None
-        if device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ConfigError(f"run.device={name!r} but CUDA is not available; use --device cpu")
-            if device.index is None:
-                device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        return device
-
     def info(self, message: str) -> None:
         """Log ``message`` on rank 0."""
         if self.is_main:
@@ -205,47 +179,6 @@ class Trainer:
     def _barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
-
-    def _setup_data(self) -> None:
-        d, r = self.config.data, self.config.run
-        train, val = d.train, d.val
-        if train is None:
-            if self.is_main:
-                root = demo_dataset()
-            self._barrier()
-            root = demo_dataset()
-            train = str(root / "train")
-            val = val if val is not None else str(root / "test")
-            self.info(
-                f"note: no training data given (--data): using the small embedded demo set in {root} "
-                "(synthetic rain on procedural images, 24 train / 8 val pairs). It is NOT Rain100H; results are "
-                "not comparable with published ones."
-            )
-        self.train_set = PatchDataset(train, d.patch, hflip=d.hflip, vflip=d.vflip, seed=r.seed, layout=d.layout)
-        self.val_set = PairedImageDataset(val, layout=d.layout) if val is not None else None
-        self.sampler = ResumableSampler(self.train_set, num_replicas=self.world, rank=self.rank, seed=r.seed)
-        self.steps_per_epoch = self.sampler.num_samples // d.batch_size
-        if self.steps_per_epoch < 1:
-            raise ConfigError(
-                f"{train}: {len(self.train_set)} training pairs give less than one batch of {d.batch_size} "
-                f"per process ({self.world} process(es)); lower --batch-size or add data"
-            )
-        workers = d.loader_workers()
-        self.loader = DataLoader(
-            self.train_set,
-            batch_size=d.batch_size,
-            sampler=self.sampler,
-            num_workers=workers,
-            drop_last=True,
-            pin_memory=self.device.type == "cuda",
-            worker_init_fn=_worker_init if workers else None,
-            generator=torch.Generator().manual_seed(r.seed),
-            persistent_workers=False,
-        )
-        self.info(
-            f"training on {len(self.train_set)} pairs from {train} ({self.steps_per_epoch} steps/epoch, "
-            f"batch {d.batch_size} x {self.world} process(es)); validation: {val or 'none'}"
-        )
 
     # -- checkpoints --
 
