@@ -352,7 +352,19 @@ def test_all_loss_terms_one_step(tmp_path: Path, data: tuple[Path, Path]) -> Non
 def test_train_py_help() -> None:
     r = subprocess.run([sys.executable, str(REPO / "train.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    for option in ("--config", "--resume", "--no-attention", "--no-dilation", "--no-lr-decay", "--backbones"):
+    for option in (
+        "--config",
+        "--resume",
+        "--no-attention",
+        "--no-dilation",
+        "--no-lr-decay",
+        "--backbones",
+        "--overwrite",
+        "--save-every",
+        "--ema",
+        "--tensorboard",
+        "--workers",
+    ):
         assert option in r.stdout
 
 

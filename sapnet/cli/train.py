@@ -79,8 +79,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         nargs="?",
         const="",
         metavar="PATH",
-        help="continue from a training checkpoint (default: OUT/last.pt) with its settings; without --out, "
-        "write beside it",
+        help="continue from a training checkpoint (default: OUT/last.pt); without --config its settings are "
+        "read from it, without --out the run writes beside it",
     )
     p.add_argument(
         "--overwrite",
