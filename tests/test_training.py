@@ -653,3 +653,15 @@ def test_truncate_csv(tmp_path: Path, last: int, kept: list[str]) -> None:
     assert truncate_csv(path, "step", last) == 4 - len(kept)
     assert [line.split(",")[0] for line in path.read_text().splitlines()[1:]] == kept
     assert truncate_csv(tmp_path / "missing.csv", "step", 0) == 0
+
+
+def test_checkpoints_of_earlier_versions_resume(tmp_path: Path, data: tuple[Path, Path]) -> None:
+    out = tmp_path / "run"
+    Trainer(tiny_config(out, data, max_steps=2), log=lambda m: None).fit()
+    payload = torch.load(out / "last.pt", weights_only=True)
+    train_config = payload["metadata"]["train_config"]  # as written before optim.ema / run.tensorboard existed
+    del train_config["optim"]["ema"], train_config["run"]["tensorboard"]
+    train_config["data"]["workers"] = 4
+    torch.save(payload, out / "last.pt")
+    result = Trainer(tiny_config(out, data, max_steps=4), resume=out / "last.pt", log=lambda m: None).fit()
+    assert result.step == 4 and log_steps(out / "log.csv") == [1, 2, 3, 4]
