@@ -665,3 +665,33 @@ def test_checkpoints_of_earlier_versions_resume(tmp_path: Path, data: tuple[Path
     torch.save(payload, out / "last.pt")
     result = Trainer(tiny_config(out, data, max_steps=4), resume=out / "last.pt", log=lambda m: None).fit()
     assert result.step == 4 and log_steps(out / "log.csv") == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"ssim": -1.0}, r"loss: loss weight ssim must be >= 0"),
+        ({"ssim": 0.0}, r"loss: all loss weights are 0"),
+        ({"ssim": 1.0, "backbones": "pretrained"}, r"loss: backbones must be"),
+        ({"ssim": 1.0, "weight_files": {"vgg": "x.pth"}}, r"loss: unknown weight_files keys \['vgg'\]"),
+        ({"ssim": 1.0, "ubs_start_epoch": -2}, r"loss: ubs_start_epoch must be >= 0, got -2"),
+    ],
+)
+def test_loss_config_build_raises_config_errors(changes: dict[str, object], message: str) -> None:
+    cfg = TrainConfig()
+    cfg.loss.ubs = cfg.loss.contrastive = cfg.loss.lpips = 0.0
+    for key, value in changes.items():
+        setattr(cfg.loss, key, value)
+    for call in (cfg.validate, cfg.loss.check, cfg.loss.build):
+        with pytest.raises(ConfigError, match=message):
+            call()
+
+
+def test_loss_config_build() -> None:
+    cfg = TrainConfig().loss
+    cfg.ubs = cfg.lpips = 0.0
+    cfg.backbones = "random"
+    with pytest.warns(UserWarning):
+        loss = cfg.build(seed=3)
+    assert isinstance(loss, SAPNetLoss) and loss.seed == 3 and loss.backbones_info == {"vgg16": "random"}
+    assert loss.weights.active() == ("ssim", "contrastive")
