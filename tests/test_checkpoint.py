@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import collections
 import enum
+import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import torch
 
 import sapnet
 from sapnet import CheckpointError, DerainNet, create_model, load_model, save_model
-from sapnet.models import load_checkpoint, unwrap_model
+from sapnet.models import load_checkpoint, load_training_state, save_training_state, unwrap_model
 
 SMALL = {"stages": 2, "channels": 8}
 METADATA: dict[str, Any] = {
@@ -223,6 +225,12 @@ def _text(tmp_path: Path) -> Path:
     return path
 
 
+def _binary(tmp_path: Path) -> Path:
+    path = tmp_path / "noise.pt"
+    path.write_bytes(bytes(range(256)) * 4)
+    return path
+
+
 def _counter(tmp_path: Path) -> Path:
     path = tmp_path / "counter.pt"
     torch.save({"weights": torch.zeros(2), "counts": collections.Counter("abc")}, path)
@@ -269,7 +277,8 @@ BAD_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "directory": (_directory, "directory"),
     "empty": (_empty, "cannot be read"),
     "truncated": (_truncated, "cannot be read"),
-    "text": (_text, "cannot be read"),
+    "text": (_text, "not a PyTorch checkpoint file"),
+    "binary": (_binary, "not a PyTorch checkpoint file"),
     "counter": (_counter, "not a derain checkpoint"),  # weights_only allows Counter
     "custom-object": (_custom_object, "weights_only"),
     "foreign-state-dict": (_foreign_state_dict, "not a SAPNet/PReNet checkpoint"),
@@ -291,6 +300,49 @@ def test_bad_file(tmp_path: Path, kind: str) -> None:
     # create_model(weights=...) and derain(model=path) go through the same loader.
     with pytest.raises(CheckpointError, match="^" + re.escape(str(path))):
         create_model("sapnet", checkpoint_path=path, **SMALL)
+
+
+def test_unsafe_pickle_is_not_called_foreign(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError) as unsafe:
+        load_model(_custom_object(tmp_path))
+    assert "weights_only" in str(unsafe.value) and "not a PyTorch checkpoint file" not in str(unsafe.value)
+    with pytest.raises(CheckpointError) as text:
+        load_model(_text(tmp_path))
+    assert "weights_only" not in str(text.value)
+
+
+def test_training_state_round_trip(tmp_path: Path) -> None:
+    model = make_model()
+    training = {"step": 3, "optimizer": {"state": {0: {"exp_avg": torch.ones(2)}}}, "rng": [1, 2]}
+    path = save_training_state(model, tmp_path / "last.pt", training, epoch=1)
+    checkpoint, loaded = load_training_state(path)
+    assert checkpoint.config == model.config and checkpoint.metadata == {"epoch": 1} and checkpoint.path == path
+    assert loaded["step"] == 3 and torch.equal(loaded["optimizer"]["state"][0]["exp_avg"], torch.ones(2))
+    assert_same_weights(load_model(path), model)  # still an ordinary model file
+    raw = torch.load(path, weights_only=True)
+    assert (raw["format"], raw["format_version"]) == ("sapnet", 1)
+    with pytest.raises(CheckpointError, match="no 'training' state"):
+        load_training_state(save_model(model, tmp_path / "plain.pt"))
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_training_state(_future_version(tmp_path))
+    with pytest.raises(TypeError, match="metadata"):
+        save_training_state(model, tmp_path / "bad.pt", training, where=Path("a"))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+@pytest.mark.parametrize("writer", ["save_model", "save_training_state", "write_image"])
+def test_atomic_writes_honour_the_umask(tmp_path: Path, umask: int, writer: str) -> None:
+    old = os.umask(umask)
+    try:
+        if writer == "write_image":
+            path = sapnet.write_image(torch.zeros(3, 4, 4), tmp_path / "x.png")
+        elif writer == "save_model":
+            path = save_model(make_model(), tmp_path / "x.pt")
+        else:
+            path = save_training_state(make_model(), tmp_path / "x.pt", {"step": 0})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
 def test_checkpoint_error_is_runtime_error() -> None:

@@ -18,17 +18,22 @@ from sapnet.cli import main
 from sapnet.cli.main import build_parser
 from sapnet.cli.train import config_from_args
 from sapnet.data import DatasetError
+from sapnet.losses import SAPNetLoss
 from sapnet.training import (
     ConfigError,
     DivergedError,
+    LossConfig,
     PatchDataset,
     ResumableSampler,
     TrainConfig,
     Trainer,
+    WeightEMA,
     get_rng_state,
     set_rng_state,
+    truncate_csv,
 )
-from sapnet.training import trainer as trainer_module
+from sapnet.training import config as training_config
+from sapnet.training.setup import pick_device
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -117,10 +122,10 @@ def test_yaml_base_and_unknown_keys(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bad3\.yaml.*data\.batch_size must be an integer"):
         TrainConfig.from_yaml(tmp_path / "bad3.yaml")
     (tmp_path / "bad4.yaml").write_text("loss: {weight_files: {vgg: /x.pth}}\n")
-    with pytest.raises(ConfigError, match=r"loss\.weight_files: unknown keys \['vgg'\]; valid keys: vgg16, lpips"):
+    with pytest.raises(ConfigError, match=r"loss: unknown weight_files keys \['vgg'\]; valid keys: vgg16, lpips"):
         TrainConfig.from_yaml(tmp_path / "bad4.yaml").validate()
     (tmp_path / "bad5.yaml").write_text("loss: {ubs_start_epoch: -1}\n")
-    with pytest.raises(ConfigError, match=r"loss\.ubs_start_epoch must be >= 0"):
+    with pytest.raises(ConfigError, match=r"loss: ubs_start_epoch must be >= 0"):
         TrainConfig.from_yaml(tmp_path / "bad5.yaml").validate()
 
 
@@ -258,10 +263,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     out = tmp_path / "run"
     Trainer(tiny_config(out, data, max_steps=2), log=lambda m: None).fit()
     good = (out / "last.pt").read_bytes()
-    real = trainer_module.build_loss
+    real = LossConfig.build
 
-    def nan_at_second_call(config: TrainConfig) -> torch.nn.Module:
-        loss = real(config)
+    def nan_at_second_call(config: LossConfig, seed: int = 0) -> SAPNetLoss:
+        loss = real(config, seed)
         calls = {"n": 0}
         forward = loss.forward
 
@@ -273,7 +278,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
         loss.forward = patched  # type: ignore[method-assign]
         return loss
 
-    monkeypatch.setattr(trainer_module, "build_loss", nan_at_second_call)
+    monkeypatch.setattr(LossConfig, "build", nan_at_second_call)
     # step 3 ends epoch 0 and saves last.pt (a good state); step 4 is NaN and must not be saved
     with pytest.raises(DivergedError, match=r"step 4 \(epoch 1\): loss=nan, ssim="):
         Trainer(tiny_config(out, data, max_steps=6), resume=out / "last.pt", log=lambda m: None).fit()
@@ -347,7 +352,19 @@ def test_all_loss_terms_one_step(tmp_path: Path, data: tuple[Path, Path]) -> Non
 def test_train_py_help() -> None:
     r = subprocess.run([sys.executable, str(REPO / "train.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    for option in ("--config", "--resume", "--no-attention", "--no-dilation", "--no-lr-decay", "--backbones"):
+    for option in (
+        "--config",
+        "--resume",
+        "--no-attention",
+        "--no-dilation",
+        "--no-lr-decay",
+        "--backbones",
+        "--overwrite",
+        "--save-every",
+        "--ema",
+        "--tensorboard",
+        "--workers",
+    ):
         assert option in r.stdout
 
 
@@ -419,3 +436,262 @@ def test_cli_model_and_pretrained_options() -> None:
     cfg = config_from_args(args)
     assert (cfg.model.preset, cfg.model.pretrained) == ("prn_r.rain100h", True)
     assert config_from_args(build_parser().parse_args(["train"])).model.pretrained is False
+
+
+# --- output folder, resume checks, logs, options (issue 15) ----------------------------------------------
+
+
+def tiny_argv(data: tuple[Path, Path], out: Path, *more: str) -> list[str]:
+    """CLI arguments of :func:`tiny_config`'s run."""
+    argv = ["train", "--data", str(data[0]), "--val", str(data[1]), "--out", str(out), "--no-progress"]
+    argv += ["--set", "model.stages=2", "--set", "model.channels=8", "--patch", "16", "--batch-size", "2"]
+    argv += ["--workers", "0", "--no-ubs", "--no-contrastive", "--no-lpips", "--backbones", "random"]
+    argv += ["--set", "loss.seg_encoder=resnet18", "--set", "optim.milestones=[1]", "--set", "run.log_every=1"]
+    return [*argv, *more]
+
+
+def log_steps(path: Path) -> list[int]:
+    return [int(line.split(",")[1 if path.name == "val.csv" else 0]) for line in path.read_text().splitlines()[1:]]
+
+
+def test_second_run_into_a_used_folder_is_refused(
+    tmp_path: Path, data: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(tiny_argv(data, out, "--max-steps", "6")) == 0
+    best, last, log = ((out / n).read_bytes() for n in ("best.pt", "last.pt", "log.csv"))
+    capsys.readouterr()
+    assert main(tiny_argv(data, out, "--max-steps", "2")) == 2
+    err = capsys.readouterr().err
+    assert f"{out} is not empty" in err and "--resume" in err and "--overwrite" in err
+    assert [(out / n).read_bytes() for n in ("best.pt", "last.pt", "log.csv")] == [best, last, log]
+    with pytest.raises(ConfigError, match="is not empty"):
+        Trainer(tiny_config(out, data), log=lambda m: None)
+    (tmp_path / "empty").mkdir()
+    Trainer(tiny_config(tmp_path / "empty", data), log=lambda m: None)  # an empty folder is fine
+    assert main(tiny_argv(data, out, "--max-steps", "2", "--overwrite")) == 0
+    err = capsys.readouterr().err
+    assert "--overwrite: deleting the previous run's last.pt, best.pt, log.csv" in err and "val PSNR" in err
+    assert log_steps(out / "log.csv") == [1, 2] and sapnet.load_model(out / "last.pt").metadata["step"] == 2
+    assert main(tiny_argv(data, out, "--resume", "--overwrite")) == 2
+
+
+def test_resume_refuses_other_settings_and_reads_them_back(
+    tmp_path: Path, data: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(tiny_argv(data, out, "--max-steps", "2")) == 0
+    capsys.readouterr()
+    last = out / "last.pt"
+    for option, message in [
+        (("--patch", "24"), "data.patch: checkpoint 16, now 24"),
+        (("--batch-size", "3"), "data.batch_size: checkpoint 2, now 3"),
+        (("--lr", "0.01"), "optim.lr: checkpoint 0.001, now 0.01"),
+        (("--data", str(data[1])), f"data.train: checkpoint {str(data[0])!r}, now {str(data[1])!r}"),
+    ]:
+        assert main(tiny_argv(data, out, "--resume", *option)) == 2
+        assert message in capsys.readouterr().err, option
+    cfg = tiny_config(out, data, max_steps=4)
+    cfg.optim.gamma, cfg.run.seed = 0.5, 1
+    with pytest.raises(ConfigError, match=r"optim\.gamma: checkpoint 0\.2, now 0\.5; run\.seed: checkpoint 0, now 1"):
+        Trainer(cfg, resume=last, log=lambda m: None)
+    assert sapnet.load_model(last).metadata["step"] == 2  # nothing was written
+    # limits, logging and output options may change; the rest comes from the checkpoint
+    more = ["--max-steps", "4", "--save-every", "1", "--set", "run.log_every=2", "--workers", "1", "--epochs", "50"]
+    assert main(["train", "--resume", str(last), *more]) == 0
+    assert sapnet.load_model(last).metadata["step"] == 4
+    saved = sapnet.load_model(last).metadata["train_config"]
+    assert (saved["data"]["patch"], saved["model"]["channels"], saved["run"]["log_every"]) == (16, 8, 2)
+
+
+def test_resume_drops_log_rows_written_after_the_checkpoint(tmp_path: Path, data: tuple[Path, Path]) -> None:
+    out = tmp_path / "run"
+    Trainer(tiny_config(out, data, max_steps=3), log=lambda m: None).fit()  # epoch 0 ends: validated, saved
+    at_step_3 = (out / "last.pt").read_bytes()
+    Trainer(tiny_config(out, data, max_steps=5), resume=out / "last.pt", log=lambda m: None).fit()
+    assert log_steps(out / "log.csv") == [1, 2, 3, 4, 5] and log_steps(out / "val.csv") == [3, 5]
+    (out / "last.pt").write_bytes(at_step_3)  # as if killed after step 5 was logged but before it was saved
+    Trainer(tiny_config(out, data, max_steps=5), resume=out / "last.pt", log=lambda m: None).fit()
+    assert log_steps(out / "log.csv") == [1, 2, 3, 4, 5] and log_steps(out / "val.csv") == [3, 5]
+
+
+def test_save_every(tmp_path: Path, data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse("--save-every", "7").run.save_every == 7 and parse().run.save_every is None
+    saved: list[tuple[str, int]] = []
+    real = Trainer.save
+
+    def recording(self: Trainer, name: str = "last.pt", **kwargs: bool) -> Path | None:
+        saved.append((name, self.step))
+        return real(self, name, **kwargs)
+
+    monkeypatch.setattr(Trainer, "save", recording)
+    cfg = tiny_config(tmp_path / "run", data, max_steps=5)
+    cfg.data.val, cfg.run.save_every = None, 2
+    Trainer(cfg, log=lambda m: None).fit()
+    assert saved == [("last.pt", 2), ("last.pt", 3), ("last.pt", 4), ("last.pt", 5)]  # 3: epoch end, 5: the end
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 0), (2, 1), (3, 2), (5, 4), (64, 4)])
+def test_default_worker_count_fits_the_machine(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int, tmp_path: Path, data: tuple[Path, Path]
+) -> None:
+    monkeypatch.setattr(training_config, "available_cpus", lambda: cpus)
+    assert TrainConfig().data.loader_workers() == workers
+    assert parse("--workers", "3").data.loader_workers() == 3
+    if cpus == 2:
+        cfg = tiny_config(tmp_path / "run", data)
+        cfg.data.workers = None
+        assert Trainer(cfg, log=lambda m: None).loader.num_workers == 1
+
+
+def test_available_cpus_follows_the_affinity_mask() -> None:
+    expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert training_config.available_cpus() == expected
+
+
+def test_tensorboard_missing_package_is_explained(
+    tmp_path: Path, data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now raises ImportError
+    cfg = tiny_config(tmp_path / "run", data)
+    cfg.run.tensorboard = True
+    with pytest.raises(ConfigError, match=r"run\.tensorboard: .*pip install tensorboard"):
+        Trainer(cfg, log=lambda m: None)
+    assert main(tiny_argv(data, tmp_path / "cli", "--tensorboard")) == 2
+    assert "pip install tensorboard" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()
+
+
+def test_tensorboard_events_are_written(tmp_path: Path, data: tuple[Path, Path]) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(tmp_path / "run", data, max_steps=3)
+    cfg.run.tensorboard = True
+    Trainer(cfg, log=lambda m: None).fit()
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "val/psnr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.9])
+def test_weight_ema_update_and_state(decay: float) -> None:
+    torch.manual_seed(0)
+    net = sapnet.create_model("prenet", stages=2, channels=4)
+    ema = WeightEMA(net, decay)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ema.update(net)
+    for k, v in ema.module.state_dict().items():
+        torch.testing.assert_close(v, decay * before[k] + (1 - decay) * net.state_dict()[k], rtol=0, atol=1e-6)
+    again = WeightEMA(net, 0.1)
+    again.load_state_dict(ema.state_dict())
+    assert (again.decay, again.updates) == (decay, 1)
+    mine, theirs = again.module.state_dict(), ema.module.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    with pytest.raises(ValueError, match="EMA decay"):
+        WeightEMA(net, 1.0)
+
+
+def test_ema_is_resumed_exactly_and_used_for_best(tmp_path: Path, data: tuple[Path, Path]) -> None:
+    assert parse("--ema", "0.99").optim.ema == 0.99 and parse("--ema", "0").optim.ema is None
+    with pytest.raises(ConfigError, match=r"optim\.ema must be in \(0, 1\)"):
+        parse("--ema", "1.5")
+
+    def config(out: Path, steps: int) -> TrainConfig:
+        cfg = tiny_config(out, data, max_steps=steps)
+        cfg.optim.ema = 0.8
+        return cfg
+
+    Trainer(config(tmp_path / "a", 5), log=lambda m: None).fit()
+    Trainer(config(tmp_path / "b", 2), log=lambda m: None).fit()
+    Trainer(config(tmp_path / "b", 5), resume=tmp_path / "b" / "last.pt", log=lambda m: None).fit()
+    ta = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    tb = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert ta["training"]["ema"]["updates"] == tb["training"]["ema"]["updates"] == 5
+    for k, v in ta["training"]["ema"]["state_dict"].items():
+        torch.testing.assert_close(v, tb["training"]["ema"]["state_dict"][k], rtol=0, atol=1e-6, msg=k)
+    assert ta["metadata"]["weights"] == "trained"
+    assert any(not torch.equal(v, ta["training"]["ema"]["state_dict"][k]) for k, v in ta["state_dict"].items())
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    assert best["metadata"]["weights"] == "ema"
+    assert all(torch.equal(v, best["training"]["ema"]["state_dict"][k]) for k, v in best["state_dict"].items())
+    assert set(best["training"]["state_dict"]) == set(best["state_dict"])  # the trained weights, for resuming
+    with pytest.raises(ConfigError, match=r"optim\.ema: checkpoint 0\.8, now None"):
+        Trainer(tiny_config(tmp_path / "b", data, max_steps=6), resume=tmp_path / "b" / "last.pt", log=print)
+    # validation scores the average (not the trained weights): best.pt's recorded PSNR is that of its weights
+    scorer = Trainer(config(tmp_path / "c", 1), log=lambda m: None)
+    assert scorer.ema is not None
+    scorer.ema.module.load_state_dict(best["state_dict"])
+    assert scorer.validate()["psnr"] == pytest.approx(best["metadata"]["best_psnr"], rel=1e-6)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("cpu", "cpu"), (None, "cuda:0" if torch.cuda.is_available() else "cpu"), ("bogus", None)]
+)
+def test_pick_device(name: str | None, expected: str | None) -> None:
+    if expected is None:
+        with pytest.raises(ConfigError, match=r"run\.device"):
+            pick_device(name)
+    else:
+        assert str(pick_device(name)) == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_pick_device_without_cuda() -> None:
+    with pytest.raises(ConfigError, match="CUDA is not available; use --device cpu"):
+        pick_device("cuda")
+
+
+@pytest.mark.parametrize(("last", "kept"), [(0, ["x"]), (2, ["1", "2", "x"]), (9, ["1", "2", "3", "x"])])
+def test_truncate_csv(tmp_path: Path, last: int, kept: list[str]) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("step,loss\n1,0.5\n2,0.4\n3,0.3\nx,0.2\n")
+    assert truncate_csv(path, "step", last) == 4 - len(kept)
+    assert [line.split(",")[0] for line in path.read_text().splitlines()[1:]] == kept
+    assert truncate_csv(tmp_path / "missing.csv", "step", 0) == 0
+
+
+def test_checkpoints_of_earlier_versions_resume(tmp_path: Path, data: tuple[Path, Path]) -> None:
+    out = tmp_path / "run"
+    Trainer(tiny_config(out, data, max_steps=2), log=lambda m: None).fit()
+    payload = torch.load(out / "last.pt", weights_only=True)
+    train_config = payload["metadata"]["train_config"]  # as written before optim.ema / run.tensorboard existed
+    del train_config["optim"]["ema"], train_config["run"]["tensorboard"]
+    train_config["data"]["workers"] = 4
+    torch.save(payload, out / "last.pt")
+    result = Trainer(tiny_config(out, data, max_steps=4), resume=out / "last.pt", log=lambda m: None).fit()
+    assert result.step == 4 and log_steps(out / "log.csv") == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"ssim": -1.0}, r"loss: loss weight ssim must be >= 0"),
+        ({"ssim": 0.0}, r"loss: all loss weights are 0"),
+        ({"ssim": 1.0, "backbones": "pretrained"}, r"loss: backbones must be"),
+        ({"ssim": 1.0, "weight_files": {"vgg": "x.pth"}}, r"loss: unknown weight_files keys \['vgg'\]"),
+        ({"ssim": 1.0, "ubs_start_epoch": -2}, r"loss: ubs_start_epoch must be >= 0, got -2"),
+    ],
+)
+def test_loss_config_build_raises_config_errors(changes: dict[str, object], message: str) -> None:
+    cfg = TrainConfig()
+    cfg.loss.ubs = cfg.loss.contrastive = cfg.loss.lpips = 0.0
+    for key, value in changes.items():
+        setattr(cfg.loss, key, value)
+    for call in (cfg.validate, cfg.loss.check, cfg.loss.build):
+        with pytest.raises(ConfigError, match=message):
+            call()
+
+
+def test_loss_config_build() -> None:
+    cfg = TrainConfig().loss
+    cfg.ubs = cfg.lpips = 0.0
+    cfg.backbones = "random"
+    with pytest.warns(UserWarning):
+        loss = cfg.build(seed=3)
+    assert isinstance(loss, SAPNetLoss) and loss.seed == 3 and loss.backbones_info == {"vgg16": "random"}
+    assert loss.weights.active() == ("ssim", "contrastive")

@@ -57,7 +57,7 @@ def _train(data: Path, out: Path, steps: int) -> Path:
         "run.log_every": 10,
     }.items():
         config.set(key, value, source="demo")
-    result = Trainer(config).fit()
+    result = Trainer(config, overwrite=True).fit()  # a demo is rerun into the same folder
     assert result.best is not None
     return result.best
 

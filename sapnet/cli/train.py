@@ -1,8 +1,14 @@
 """``sapnet train`` (also ``python train.py``, and ``torchrun --nproc_per_node N train.py``): train SAPNet / PReNet.
 
 Settings come from the defaults (the SAPNet paper on Rain100H), then ``--config FILE``, then ``--set KEY=VALUE``,
-then the other options. Exit status: 0 done; 2 setup error (bad config or data, missing pretrained loss
-networks, unusable checkpoint); 3 the loss became NaN / inf (the last good ``last.pt`` is kept); 130 interrupted.
+then the other options. With ``--resume`` and no ``--config`` they start from the checkpoint's own settings
+instead of the defaults, so ``train.py --resume runs/x/last.pt`` alone continues that run; a resumed run may
+change only limits, logging and outputs (max steps, epochs, workers, device, log/save/validation intervals,
+progress, TensorBoard, --out), and any other difference is refused, naming the key and both values. A new run
+refuses a non-empty --out (use --resume, another --out, or --overwrite).
+Exit status: 0 done; 2 setup error (bad config or data, missing pretrained loss networks, unusable checkpoint, a
+non-empty --out, a resume with other settings); 3 the loss became NaN / inf (the last good ``last.pt`` is kept);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from typing import Any
 import yaml
 
 from sapnet.data import DatasetError
-from sapnet.models import CheckpointError
+from sapnet.losses import BackboneUnavailableError
+from sapnet.models import CheckpointError, load_training_state
 from sapnet.training.config import ConfigError, TrainConfig
 
 __all__ = ["add_parser", "config_from_args", "run"]
@@ -72,9 +79,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         nargs="?",
         const="",
         metavar="PATH",
-        help="continue from a training checkpoint (default: OUT/last.pt)",
+        help="continue from a training checkpoint (default: OUT/last.pt); without --config its settings are "
+        "read from it, without --out the run writes beside it",
     )
-    p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run even if OUT is not empty: the previous run's checkpoints and logs there are deleted",
+    )
+    p.add_argument(
+        "--save-every", type=int, metavar="N", help="also save last.pt every N steps (it is always saved at epoch ends)"
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights (e.g. 0.999; 0: off); validation and best.pt use "
+        "it, last.pt keeps the trained weights and the average for resuming",
+    )
+    p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default: min(4, CPUs - 1))")
     p.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm (0: no clipping)")
     switches = p.add_argument_group("switches (each also has a positive form, e.g. --attention)")
     bool_opt = argparse.BooleanOptionalAction
@@ -86,17 +109,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     switches.add_argument("--lr-decay", action=bool_opt, help="MultiStepLR schedule (off: constant LR)")
     switches.add_argument("--channels-last", action=bool_opt, help="channels-last memory format")
     switches.add_argument("--progress", action=bool_opt, help="tqdm progress bar")
+    switches.add_argument(
+        "--tensorboard", action=bool_opt, help="TensorBoard events in OUT/tensorboard (pip install tensorboard)"
+    )
     p.set_defaults(run=run)
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run's :class:`TrainConfig`: defaults, ``--config``, ``--set``, then the options (in that order).
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """The run's :class:`TrainConfig`: ``--config`` (else ``base``, else the defaults), ``--set``, then the
+    options (in that order).
 
     Raises:
         ConfigError: unreadable / invalid config, unknown ``--set`` key, or a resulting value that cannot work.
     """
-    cfg = TrainConfig.from_yaml(args.config) if args.config is not None else TrainConfig()
+    if args.config is not None:
+        cfg = TrainConfig.from_yaml(args.config)
+    else:
+        cfg = base if base is not None else TrainConfig()
     for item in args.overrides:
         key, sep, text = item.partition("=")
         if not sep:
@@ -125,12 +155,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "lr_decay": "optim.lr_decay",
         "channels_last": "run.channels_last",
         "progress": "run.progress",
+        "tensorboard": "run.tensorboard",
+        "save_every": "run.save_every",
         "attention": "model.attention",
     }
     for attr, key in direct.items():
         value = getattr(args, attr)
         if value is not None:
             cfg.set(key, value, source=f"--{attr.replace('_', '-')}")
+    if args.ema is not None:
+        cfg.set("optim.ema", args.ema if args.ema > 0 else None, source="--ema")
     if args.grad_clip is not None:
         cfg.optim.grad_clip = args.grad_clip if args.grad_clip > 0 else None
     if args.dilation is not None:
@@ -146,33 +180,40 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
+def _saved_config(path: Path) -> TrainConfig | None:
+    """The ``train_config`` stored in the training checkpoint ``path`` (``None`` if it has none)."""
+    checkpoint, _ = load_training_state(path)
+    saved = checkpoint.metadata.get("train_config")
+    return TrainConfig.from_dict(saved, source=f"{path} (train_config)") if isinstance(saved, dict) else None
+
+
 def run(args: argparse.Namespace) -> int:
     from sapnet.training.trainer import DivergedError, Trainer
-
-    try:
-        from sapnet.losses import BackboneUnavailableError
-    except ImportError:  # the losses package is needed to train; say so below instead of at import
-
-        class BackboneUnavailableError(Exception):  # type: ignore[no-redef]
-            pass
 
     def err(message: str) -> None:
         print(f"sapnet train: error: {message}", file=sys.stderr)
 
     try:
-        cfg = config_from_args(args)
         resume = None
         if args.resume is not None:
-            resume = Path(args.resume) if args.resume else Path(cfg.run.out) / "last.pt"
+            resume = Path(args.resume) if args.resume else Path(config_from_args(args).run.out) / "last.pt"
+        if resume is not None and args.config is None:
+            cfg = config_from_args(args, base=_saved_config(resume))
+            if args.out is None:
+                cfg.run.out = str(resume.parent)
+        else:
+            cfg = config_from_args(args)
+        if resume is not None and args.overwrite:
+            raise ConfigError("--overwrite starts a new run; it cannot be combined with --resume")
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            trainer = Trainer(cfg, resume=resume, log=lambda m: print(m, file=sys.stderr))
+            trainer = Trainer(cfg, resume=resume, overwrite=args.overwrite, log=lambda m: print(m, file=sys.stderr))
         result = trainer.fit()
     except (ConfigError, DatasetError, CheckpointError, BackboneUnavailableError) as e:
         err(str(e))
         return 2
     except ImportError as e:
-        err(f"{e} (training needs the sapnet.losses package and its dependencies)")
+        err(f"{e} (a dependency of training is missing)")
         return 2
     except DivergedError as e:
         err(str(e))

@@ -173,6 +173,9 @@ def write_image(x: torch.Tensor, path: str | os.PathLike[str]) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             tensor_to_pil(x).save(f, format=fmt)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp made it 0600; give it the mode open() would have
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ from sapnet.losses.lpips import LPIPSLoss, lpips_from_features
 from sapnet.losses.segmentation import UBSLoss
 from sapnet.losses.ssim import SSIMLoss
 
-__all__ = ["LossWeights", "SAPNetLoss"]
+__all__ = ["LossWeights", "SAPNetLoss", "check_loss_options"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,25 @@ class LossWeights:
     def active(self) -> tuple[str, ...]:
         """Names of the terms with a non-zero weight, in the order ssim, ubs, contrastive, lpips."""
         return tuple(name for name, value in asdict(self).items() if value > 0)
+
+
+def check_loss_options(
+    weights: LossWeights,
+    backbones: str,
+    weight_files: Mapping[str, str | os.PathLike[str]] | None,
+    ubs_start_epoch: int,
+) -> None:
+    """Raise ``ValueError`` unless these :class:`SAPNetLoss` arguments can work (checked before any network is
+    built): at least one active term, a known ``backbones`` mode and ``weight_files`` keys, ``ubs_start_epoch >= 0``.
+    """
+    if not weights.active():
+        raise ValueError("all loss weights are 0: at least one term must be active")
+    describe_source(cast(BackboneMode, backbones), None)  # validates `backbones`
+    unknown = sorted(set(weight_files or {}) - set(WEIGHT_FILE_KEYS))
+    if unknown:
+        raise ValueError(f"unknown weight_files keys {unknown}; valid keys: {', '.join(WEIGHT_FILE_KEYS)}")
+    if ubs_start_epoch < 0:
+        raise ValueError(f"ubs_start_epoch must be >= 0, got {ubs_start_epoch}")
 
 
 class SAPNetLoss(nn.Module):
@@ -88,15 +108,8 @@ class SAPNetLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.weights = weights = weights if weights is not None else LossWeights()
-        if not weights.active():
-            raise ValueError("all loss weights are 0: at least one term must be active")
-        describe_source(backbones, None)  # validates `backbones`
+        check_loss_options(weights, backbones, weight_files, ubs_start_epoch)
         files = dict(weight_files or {})
-        unknown = sorted(set(files) - set(WEIGHT_FILE_KEYS))
-        if unknown:
-            raise ValueError(f"unknown weight_files keys {unknown}; valid keys: {list(WEIGHT_FILE_KEYS)}")
-        if ubs_start_epoch < 0:
-            raise ValueError(f"ubs_start_epoch must be >= 0, got {ubs_start_epoch}")
         self.backbones = backbones
         self.seed = seed
         self.ubs_start_epoch = int(ubs_start_epoch)

@@ -7,8 +7,10 @@ from sapnet.models.checkpoint import (
     CheckpointError,
     convert_reference_state_dict,
     load_checkpoint,
+    load_training_state,
     load_weights,
     save_model,
+    save_training_state,
     unwrap_model,
 )
 from sapnet.models.derain_net import DerainNet, DerainNetConfig
@@ -48,8 +50,10 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "load_model",
+    "load_training_state",
     "load_weights",
     "save_model",
+    "save_training_state",
     "unwrap_model",
     "weights_file",
 ]

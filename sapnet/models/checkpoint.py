@@ -7,7 +7,8 @@ Our format is a dict saved with ``torch.save``::
      "state_dict": {name: tensor},             # no "module." prefix
      "metadata": {...}}                        # training metadata, plain Python types
 
-Training checkpoints add entries (optimizer, scheduler, ...) beside these; :func:`sapnet.load_model` ignores them.
+Training checkpoints (:func:`save_training_state`) add a ``"training"`` entry (optimiser, scheduler, RNG states,
+...) beside these; :func:`sapnet.load_model` ignores it and :func:`load_training_state` returns it.
 The public reference checkpoints are plain state dicts (SAPNet's with a ``module.`` prefix from
 ``DataParallel``); their names are mapped to ours.
 Every file is read with ``torch.load(..., weights_only=True)`` and loaded strictly.
@@ -33,9 +34,12 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "convert_reference_state_dict",
+    "default_file_mode",
     "load_checkpoint",
+    "load_training_state",
     "load_weights",
     "save_model",
+    "save_training_state",
 ]
 
 FORMAT = "sapnet"
@@ -96,10 +100,18 @@ def _check_plain(value: Any, where: str) -> None:
     )
 
 
+def default_file_mode() -> int:
+    """The mode a newly created file gets from ``open()`` under the current umask (e.g. ``0o644``)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
 
-    A crash during saving leaves any previous file at ``path`` intact.
+    A crash during saving leaves any previous file at ``path`` intact. The file gets the usual mode under the
+    umask (like any file written with ``open()``), not the ``0600`` of the temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,11 +121,27 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _payload(model: torch.nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Our format's dict for ``model`` (unwrapped, weights on the CPU) and ``metadata`` (checked plain)."""
+    net = unwrap_model(model)
+    if not isinstance(net, DerainNet):
+        raise TypeError(f"expected a DerainNet, got {type(net).__name__}")
+    _check_plain(metadata, "metadata")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": net.config.to_dict(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+        "metadata": metadata,
+    }
 
 
 def save_model(model: DerainNet, path: str | os.PathLike[str], **metadata: Any) -> Path:
@@ -125,18 +153,39 @@ def save_model(model: DerainNet, path: str | os.PathLike[str], **metadata: Any) 
     Returns:
         The path written.
     """
-    net = unwrap_model(model)
-    if not isinstance(net, DerainNet):
-        raise TypeError(f"save_model expects a DerainNet, got {type(net).__name__}")
-    _check_plain(metadata, "metadata")
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "config": net.config.to_dict(),
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-        "metadata": metadata,
-    }
+    return atomic_save(_payload(model, metadata), path)
+
+
+def save_training_state(
+    model: DerainNet, path: str | os.PathLike[str], training: Mapping[str, Any], **metadata: Any
+) -> Path:
+    """:func:`save_model` plus a ``"training"`` entry: what a trainer needs to continue (optimiser, scheduler
+    and RNG states, counters, ...), made of tensors, numbers, strings, lists and dicts only (``weights_only``
+    loading must accept it). The file stays loadable by :func:`sapnet.load_model`.
+
+    Returns:
+        The path written.
+    """
+    payload = _payload(model, metadata)
+    payload["training"] = dict(training)
     return atomic_save(payload, path)
+
+
+def load_training_state(path: str | os.PathLike[str]) -> tuple[Checkpoint, dict[str, Any]]:
+    """Read a file written by :func:`save_training_state` (on the CPU).
+
+    Returns:
+        ``(checkpoint, training)``: the model part as :func:`load_checkpoint` reads it and the ``"training"`` dict.
+
+    Raises:
+        CheckpointError: unreadable file, not our format, or no training state (e.g. a released model file).
+    """
+    path = Path(path)
+    obj = _torch_load(path)
+    checkpoint = _sapnet_checkpoint(obj, path) if isinstance(obj, Mapping) and obj.get("format") == FORMAT else None
+    if checkpoint is None or not isinstance(obj.get("training"), Mapping):
+        raise CheckpointError(f"{path}: not a sapnet training checkpoint (no 'training' state to resume from)")
+    return checkpoint, dict(obj["training"])
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -279,6 +328,14 @@ def convert_reference_state_dict(
 # --- loading -------------------------------------------------------------------------------------------
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like a ``torch.save`` file: a zip archive (maybe truncated) or a pickle (protocol
+    >= 2, the legacy format)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def _torch_load(path: Path) -> Any:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
@@ -288,6 +345,10 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated / foreign / unsafe files
         text = str(e)
+        if path.stat().st_size > 0 and not _looks_like_torch_file(path):
+            raise CheckpointError(
+                f"{path}: not a PyTorch checkpoint file (neither a zip archive nor a pickle, as torch.save() writes)"
+            ) from e
         if "weights_only" in text or "Unsupported global" in text:
             reason = "it holds Python objects that are not plain weights (refused by weights_only=True loading)"
         elif isinstance(e, (KeyError, EOFError)) or not text.strip() or path.stat().st_size == 0:
@@ -297,6 +358,21 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(
             f"{path}: cannot be read as a PyTorch checkpoint ({reason}); is the file complete and a torch.save() file?"
         ) from e
+
+
+def _sapnet_checkpoint(obj: Mapping[str, Any], path: Path) -> Checkpoint:
+    """The :class:`Checkpoint` in a dict of our format (version and config checked)."""
+    version = obj.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: sapnet checkpoint format version {version!r}, this sapnet reads {FORMAT_VERSION}"
+        )
+    try:
+        config = DerainNetConfig.from_dict(dict(obj["config"]))
+        state_dict = dict(obj["state_dict"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: malformed sapnet checkpoint ({e})") from e
+    return Checkpoint(config, state_dict, dict(obj.get("metadata") or {}), FORMAT, path)
 
 
 def load_checkpoint(
@@ -316,17 +392,7 @@ def load_checkpoint(
     path = Path(path)
     obj = _torch_load(path)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
-        version = obj.get("format_version")
-        if version != FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path}: sapnet checkpoint format version {version!r}, this sapnet reads {FORMAT_VERSION}"
-            )
-        try:
-            config = DerainNetConfig.from_dict(dict(obj["config"]))
-            state_dict = dict(obj["state_dict"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: malformed sapnet checkpoint ({e})") from e
-        return Checkpoint(config, state_dict, dict(obj.get("metadata") or {}), FORMAT, path)
+        return _sapnet_checkpoint(obj, path)
     if (
         isinstance(obj, Mapping)
         and obj

@@ -1,6 +1,7 @@
-"""Training SAPNet / PReNet: configuration, patch data, the (multi-GPU, resumable) trainer and its logs."""
+"""Training SAPNet / PReNet: configuration, patch data, the (multi-GPU, resumable) trainer, its state and logs."""
 
 from sapnet.training.config import (
+    RESUME_FREE_KEYS,
     ConfigError,
     DataConfig,
     LossConfig,
@@ -10,10 +11,13 @@ from sapnet.training.config import (
     TrainConfig,
 )
 from sapnet.training.data import PatchDataset, ResumableSampler
-from sapnet.training.logging import CsvLog, plot_curves
-from sapnet.training.trainer import DivergedError, Trainer, TrainResult, build_loss, get_rng_state, set_rng_state
+from sapnet.training.ema import WeightEMA
+from sapnet.training.logging import CsvLog, TensorBoardLog, plot_curves, truncate_csv
+from sapnet.training.state import get_rng_state, set_rng_state
+from sapnet.training.trainer import DivergedError, Trainer, TrainResult
 
 __all__ = [
+    "RESUME_FREE_KEYS",
     "ConfigError",
     "CsvLog",
     "DataConfig",
@@ -24,11 +28,13 @@ __all__ = [
     "PatchDataset",
     "ResumableSampler",
     "RunConfig",
+    "TensorBoardLog",
     "TrainConfig",
     "TrainResult",
     "Trainer",
-    "build_loss",
+    "WeightEMA",
     "get_rng_state",
     "plot_curves",
     "set_rng_state",
+    "truncate_csv",
 ]

@@ -11,14 +11,32 @@ import dataclasses
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
-from sapnet.losses.backbones import WEIGHT_FILE_KEYS
+from sapnet.losses.backbones import BackboneMode
+from sapnet.losses.combined import LossWeights, SAPNetLoss, check_loss_options
 from sapnet.models import CheckpointError, DerainNet, DerainNetConfig, create_model
 
-__all__ = ["ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig"]
+__all__ = [
+    "RESUME_FREE_KEYS",
+    "ConfigError",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "available_cpus",
+]
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class ConfigError(ValueError):
@@ -83,7 +101,8 @@ class DataConfig:
             is also ``None``, else no validation.
         patch: side of the random square training crops in pixels (papers: 100).
         batch_size: patches per step and per process (papers: 12).
-        workers: DataLoader worker processes (0: load in the main process).
+        workers: DataLoader worker processes (0: load in the main process); ``None``: what fits the machine,
+            ``min(4, CPUs - 1)`` (see :meth:`loader_workers`). They do not change the batches.
         hflip: random horizontal flips.
         vflip: random vertical flips (off in the papers).
         layout: force a layout of :data:`sapnet.data.LAYOUTS` (``None``: detect).
@@ -93,10 +112,14 @@ class DataConfig:
     val: str | None = None
     patch: int = 100
     batch_size: int = 12
-    workers: int = 4
+    workers: int | None = None
     hflip: bool = True
     vflip: bool = False
     layout: str | None = None
+
+    def loader_workers(self) -> int:
+        """``workers``, or when it is ``None`` ``min(4, CPUs available - 1)`` (0 on a single core)."""
+        return self.workers if self.workers is not None else min(4, max(0, available_cpus() - 1))
 
 
 @dataclass
@@ -111,6 +134,9 @@ class OptimConfig:
         epochs: training epochs (papers: 100).
         grad_clip: max global gradient norm, ``None``: no clipping.
         weight_decay: Adam weight decay (papers: 0).
+        ema: decay of an exponential moving average of the weights, updated after every step (e.g. 0.999);
+            when set, validation and ``best.pt``'s weights use the average (``last.pt`` keeps the trained weights
+            and the average in its training state). ``None``: no average.
     """
 
     lr: float = 1e-3
@@ -120,6 +146,7 @@ class OptimConfig:
     epochs: int = 100
     grad_clip: float | None = None
     weight_decay: float = 0.0
+    ema: float | None = None
 
 
 @dataclass
@@ -150,6 +177,42 @@ class LossConfig:
     lpips_net: str = "vgg"
     weight_files: dict[str, str] | None = None
 
+    def term_weights(self) -> LossWeights:
+        """The four weights as :class:`sapnet.losses.LossWeights` (raises :class:`ConfigError` if one is < 0)."""
+        try:
+            return LossWeights(ssim=self.ssim, ubs=self.ubs, contrastive=self.contrastive, lpips=self.lpips)
+        except ValueError as e:
+            raise ConfigError(f"loss: {e}") from None
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for values :class:`sapnet.losses.SAPNetLoss` refuses (nothing is built)."""
+        try:
+            check_loss_options(self.term_weights(), self.backbones, self.weight_files, self.ubs_start_epoch)
+        except ValueError as e:
+            raise ConfigError(f"loss: {e}") from None
+
+    def build(self, seed: int = 0) -> SAPNetLoss:
+        """The :class:`sapnet.losses.SAPNetLoss` this describes, its random initialisations seeded by ``seed``.
+
+        Raises:
+            ConfigError: a value the loss refuses.
+            sapnet.losses.BackboneUnavailableError: ``backbones="imagenet"`` and the pretrained weights are missing.
+        """
+        self.check()
+        try:
+            return SAPNetLoss(
+                self.term_weights(),
+                backbones=cast(BackboneMode, self.backbones),  # checked above
+                seg_arch=self.seg_arch,
+                seg_encoder=self.seg_encoder,
+                lpips_net=self.lpips_net,
+                weight_files=self.weight_files,
+                seed=seed,
+                ubs_start_epoch=self.ubs_start_epoch,
+            )
+        except ValueError as e:
+            raise ConfigError(f"loss: {e}") from None
+
 
 @dataclass
 class RunConfig:
@@ -166,6 +229,8 @@ class RunConfig:
         log_every: write a ``log.csv`` row every this many steps (and at the last step).
         save_every: also write ``last.pt`` every this many steps (``None``: at epoch ends and the end only).
         progress: show a tqdm progress bar (rank 0 only).
+        tensorboard: also write the ``log.csv`` / ``val.csv`` values as TensorBoard events in ``out/tensorboard``
+            (needs the ``tensorboard`` package).
     """
 
     out: str = "runs/sapnet"
@@ -178,9 +243,27 @@ class RunConfig:
     log_every: int = 10
     save_every: int | None = None
     progress: bool = True
+    tensorboard: bool = False
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig, "run": RunConfig}
+
+RESUME_FREE_KEYS = frozenset(
+    {
+        "data.workers",
+        "optim.epochs",
+        "run.out",
+        "run.max_steps",
+        "run.val_every",
+        "run.device",
+        "run.log_every",
+        "run.save_every",
+        "run.progress",
+        "run.tensorboard",
+    }
+)
+"""Keys that may differ between a run and the run it resumes: limits, logging, outputs, where it runs. Any other
+difference would not continue the same trajectory (see :meth:`TrainConfig.resume_differences`)."""
 
 
 @dataclass
@@ -234,6 +317,16 @@ class TrainConfig:
             raise ConfigError(f"{source}: unknown key {key!r}; known keys in {section!r}: {', '.join(known)}")
         setattr(obj, name, _check_type(key, value, known[name], source))
 
+    def resume_differences(self, saved: TrainConfig) -> list[str]:
+        """The keys outside :data:`RESUME_FREE_KEYS` in which this config differs from ``saved`` (the config of the
+        run being resumed), each as ``"key: checkpoint <saved value>, now <this value>"``."""
+        ours, theirs = _flat(self.to_dict()), _flat(saved.to_dict())
+        return [
+            f"{key}: checkpoint {theirs[key]!r}, now {ours[key]!r}"
+            for key in ours
+            if key not in RESUME_FREE_KEYS and ours[key] != theirs[key]
+        ]
+
     def network_config(self) -> DerainNetConfig:
         """The model's :class:`~sapnet.models.DerainNetConfig`."""
         return self.model.network_config()
@@ -244,35 +337,21 @@ class TrainConfig:
         checks = [
             (self.data.patch >= 8, "data.patch must be >= 8"),
             (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
-            (self.data.workers >= 0, "data.workers must be >= 0"),
+            (self.data.workers is None or self.data.workers >= 0, "data.workers must be >= 0 or null"),
             (self.optim.lr > 0, "optim.lr must be > 0"),
             (self.optim.epochs >= 1, "optim.epochs must be >= 1"),
             (self.optim.grad_clip is None or self.optim.grad_clip > 0, "optim.grad_clip must be > 0 or null"),
+            (self.optim.ema is None or 0 < self.optim.ema < 1, "optim.ema must be in (0, 1) or null"),
             (self.run.max_steps is None or self.run.max_steps >= 1, "run.max_steps must be >= 1 or null"),
             (self.run.val_every >= 1, "run.val_every must be >= 1"),
             (self.run.log_every >= 1, "run.log_every must be >= 1"),
             (self.run.save_every is None or self.run.save_every >= 1, "run.save_every must be >= 1 or null"),
             (self.run.amp in ("none", "bf16", "fp16"), f"run.amp must be none, bf16 or fp16, not {self.run.amp!r}"),
-            (
-                self.loss.backbones in ("imagenet", "random"),
-                f"loss.backbones must be imagenet or random, not {self.loss.backbones!r}",
-            ),
         ]
-        weights = [self.loss.ssim, self.loss.ubs, self.loss.contrastive, self.loss.lpips]
-        checks.append(
-            (
-                all(w >= 0 for w in weights) and any(w > 0 for w in weights),
-                "loss weights must be >= 0, at least one > 0",
-            )
-        )
-        checks.append((self.loss.ubs_start_epoch >= 0, "loss.ubs_start_epoch must be >= 0"))
-        unknown = sorted(set(self.loss.weight_files or {}) - set(WEIGHT_FILE_KEYS))
-        checks.append(
-            (not unknown, f"loss.weight_files: unknown keys {unknown}; valid keys: {', '.join(WEIGHT_FILE_KEYS)}")
-        )
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self.loss.check()
 
 
 def _check_type(key: str, value: Any, f: dataclasses.Field[Any], source: str) -> Any:
@@ -319,6 +398,11 @@ def _check_type(key: str, value: Any, f: dataclasses.Field[Any], source: str) ->
             raise bad("a mapping")
         return {str(k): os.fspath(v) if isinstance(v, os.PathLike) else str(v) for k, v in value.items()}
     return value
+
+
+def _flat(d: dict[str, Any]) -> dict[str, Any]:
+    """``{"section.key": value}`` of a :meth:`TrainConfig.to_dict` dict."""
+    return {f"{section}.{key}": value for section, values in d.items() for key, value in values.items()}
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

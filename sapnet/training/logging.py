@@ -1,4 +1,5 @@
-"""Training logs: append-only CSV files and a PNG of the curves drawn with Pillow (no matplotlib)."""
+"""Training logs: append-only CSV files, optional TensorBoard events and a PNG of the curves drawn with Pillow
+(no matplotlib)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["CsvLog", "plot_curves", "read_csv"]
+__all__ = ["CsvLog", "TensorBoardLog", "plot_curves", "read_csv", "truncate_csv"]
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -36,6 +37,74 @@ class CsvLog:
             csv.DictWriter(f, self.columns, restval="", extrasaction="ignore").writerow(
                 {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
             )
+
+
+def truncate_csv(path: str | os.PathLike[str], column: str, last: float) -> int:
+    """Drop the rows of ``path`` whose ``column`` is above ``last`` (e.g. steps logged after the checkpoint a run
+    resumes from); rows where it is not a number are kept. The file is rewritten atomically only if rows go.
+
+    Returns:
+        The number of rows dropped (0 for a missing file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows or column not in rows[0]:
+        return 0
+    i = rows[0].index(column)
+
+    def keep(row: list[str]) -> bool:
+        try:
+            return float(row[i]) <= last
+        except (IndexError, ValueError):
+            return True
+
+    kept = [rows[0], *(row for row in rows[1:] if keep(row))]
+    dropped = len(rows) - len(kept)
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(kept)
+        os.replace(tmp, path)
+    return dropped
+
+
+class TensorBoardLog:
+    """Scalars written as TensorBoard events (``torch.utils.tensorboard``) into ``folder``, created at the first
+    :meth:`write`.
+
+    Args:
+        folder: the event folder.
+        purge_step: a resumed run's step: events of an earlier attempt after it are hidden by TensorBoard.
+
+    Raises:
+        ImportError: the ``tensorboard`` package is not installed (the message says how to install it).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], purge_step: int | None = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            message = f"TensorBoard logging needs the tensorboard package: pip install tensorboard ({e})"
+            raise ImportError(message) from None
+        self.folder = Path(folder)
+        self._make = lambda: SummaryWriter(str(self.folder), purge_step=purge_step)
+        self._writer: Any = None
+
+    def write(self, prefix: str, values: Mapping[str, float], step: int) -> None:
+        """Add ``prefix/name`` = value for each of ``values`` at ``step``, flushed at once."""
+        if self._writer is None:
+            self._writer = self._make()
+        for name, value in values.items():
+            self._writer.add_scalar(f"{prefix}/{name}", value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def read_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
@@ -93,13 +162,13 @@ def _panel(
 
     for i in range(5):
         fy = ymin + (ymax - ymin) * i / 4
-        py = bottom - (bottom - top) * i / 4
-        draw.line((left - 4, py, left, py), fill="black")
-        draw.text((x0 + 2, py - 6), f"{fy:.4g}", fill="black", font=font)
+        ty = bottom - (bottom - top) * i / 4
+        draw.line((left - 4, ty, left, ty), fill="black")
+        draw.text((x0 + 2, ty - 6), f"{fy:.4g}", fill="black", font=font)
         fx = xmin + (xmax - xmin) * i / 4
-        px = left + (right - left) * i / 4
-        draw.line((px, bottom, px, bottom + 4), fill="black")
-        draw.text((px - 12, bottom + 6), f"{fx:.4g}", fill="black", font=font)
+        tx = left + (right - left) * i / 4
+        draw.line((tx, bottom, tx, bottom + 4), fill="black")
+        draw.text((tx - 12, bottom + 6), f"{fx:.4g}", fill="black", font=font)
     draw.text(((left + right) // 2 - 15, bottom + 20), xlabel, fill="black", font=font)
     for k, (name, pts) in enumerate(series.items()):
         color = _COLORS[k % len(_COLORS)]
