@@ -19,7 +19,9 @@ def _photo_like(h: int, w: int, seed: int = 0) -> torch.Tensor:
     """A textured (3, H, W) image in [0, 1]: smooth gradients plus mild noise (natural-ish statistics)."""
     g = torch.Generator().manual_seed(seed)
     ramp = torch.linspace(0, 1, w).expand(h, w) * torch.linspace(0.3, 1, h)[:, None]
-    blobs = torch.nn.functional.interpolate(torch.rand(1, 3, h // 16, w // 16, generator=g), size=(h, w), mode="bicubic")
+    blobs = torch.nn.functional.interpolate(
+        torch.rand(1, 3, h // 16, w // 16, generator=g), size=(h, w), mode="bicubic"
+    )
     return (0.5 * ramp + 0.4 * blobs[0] + 0.03 * torch.randn(3, h, w, generator=g)).clamp(0, 1)
 
 

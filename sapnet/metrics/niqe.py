@@ -158,9 +158,7 @@ def _check(x: torch.Tensor) -> None:
         raise ValueError(f"expected float (3, H, W) or (1, H, W) images, got {x.dtype} {tuple(x.shape)}")
     h, w = x.shape[-2:]
     if (h // NIQE_BLOCK) * (w // NIQE_BLOCK) < 2:
-        raise ValueError(
-            f"NIQE needs at least two whole {NIQE_BLOCK}x{NIQE_BLOCK} blocks, got a {w}x{h} (WxH) image"
-        )
+        raise ValueError(f"NIQE needs at least two whole {NIQE_BLOCK}x{NIQE_BLOCK} blocks, got a {w}x{h} (WxH) image")
 
 
 def niqe(x: torch.Tensor | Sequence[torch.Tensor], data_range: float = 1.0) -> torch.Tensor:
