@@ -1,4 +1,4 @@
-"""No-reference metrics (BRISQUE, NIQE): agreement with reference scores and speed against the reference code.
+"""No-reference metrics (BRISQUE, NIQE, PIQE): agreement with reference scores and speed against the reference code.
 
 For each metric and each set with a reference CSV in ``../shared/data`` (the 147 SIRR real photos, the 100
 Rain100L rainy inputs), scores every image with sapnet and prints: the share of images within the tolerance of
@@ -9,7 +9,9 @@ photos, timed now in a subprocess when it can run there, otherwise its recorded 
 * BRISQUE: the ``brisque`` PyPI package (0.2.0, same LIVE model), importable by ``--reference-python``;
 * NIQE: BasicSR's ``calculate_niqe`` from an unpacked BasicSR source tree (``--basicsr DIR``, e.g. the PyPI
   sdist ``basicsr-1.4.2``; it needs NumPy, SciPy, OpenCV and torch in ``--reference-python``). Nothing of it is
-  copied into this repository.
+  copied into this repository;
+* PIQE: ``pypiqe`` (1.2, MATLAB's ``piqe`` ported), importable by ``--reference-python`` with OpenCV; its
+  per-image scores were computed for this repository (``benchmarks/reference/``).
 
 Target: >= 10x faster than the reference on the real photos.
 
@@ -33,6 +35,7 @@ import torch
 from sapnet import read_image
 from sapnet.metrics import brisque
 from sapnet.metrics.niqe import niqe
+from sapnet.metrics.piqe import piqe
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -73,6 +76,18 @@ print((time.perf_counter() - t0) / len(images))
 """
 
 
+_PIQE_TIMER = """
+import sys, time
+import cv2
+from pypiqe import piqe
+images = [cv2.imread(f) for f in sys.argv[2:]]
+t0 = time.perf_counter()
+for im in images:
+    piqe(im)
+print((time.perf_counter() - t0) / len(images))
+"""
+
+
 @dataclass(frozen=True)
 class Metric:
     score: Callable[[torch.Tensor], torch.Tensor]
@@ -86,11 +101,20 @@ class Metric:
 METRICS = {
     "brisque": Metric(brisque, "brisque", 1.0, 0.3, 0.46, _BRISQUE_TIMER),
     "niqe": Metric(niqe, "niqe", 0.05, 0.02, 0.27, _NIQE_TIMER),
+    "piqe": Metric(piqe, "piqe", 0.1, 0.01, 0.29, _PIQE_TIMER),
 }
-SETS = {  # name -> (image folder, reference CSV with {metric}), under shared/data
-    "SIRR_real": ("SIRR_real/rain", "SIRR_real/{metric}_reference.csv"),
-    "Rain100L rainy": ("Rain100L/rain", "Rain100L/{metric}_reference_rain.csv"),
+SETS = {  # name -> (image folder and reference CSV under shared/data, else our own reference CSV)
+    "SIRR_real": ("SIRR_real/rain", "SIRR_real/{metric}_reference.csv", "{metric}_SIRR_real.csv"),
+    "Rain100L rainy": ("Rain100L/rain", "Rain100L/{metric}_reference_rain.csv", "{metric}_Rain100L_rain.csv"),
 }
+OWN_REFERENCES = Path(__file__).resolve().parent / "reference"
+
+
+def reference_csv(shared: Path, metric: str, set_name: str) -> Path:
+    """Where the reference scores of ``metric`` on a set are: ../shared/data, else benchmarks/reference."""
+    _, theirs, ours = SETS[set_name]
+    path = shared / "data" / theirs.format(metric=metric)
+    return path if path.is_file() else OWN_REFERENCES / ours.format(metric=metric)
 
 
 def reference_seconds(metric: Metric, files: list[Path], python: str, basicsr: Path | None) -> tuple[float, str]:
@@ -118,8 +142,8 @@ def main() -> None:
         print(f"| set | images | within {metric.tolerance} | max abs diff | mean ours | mean reference | s / image |")
         print("|---|---|---|---|---|---|---|")
         sirr: tuple[float, list[Path]] | None = None
-        for set_name, (folder, reference_csv) in SETS.items():
-            with (args.shared / "data" / reference_csv.format(metric=name)).open(newline="") as f:
+        for set_name, (folder, _, _) in SETS.items():
+            with reference_csv(args.shared, name, set_name).open(newline="") as f:
                 rows = list(csv.DictReader(f))
             key = "file" if "file" in rows[0] else "image"
             files = [args.shared / "data" / folder / r[key] for r in rows]
