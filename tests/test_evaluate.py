@@ -232,7 +232,7 @@ def test_limit_scores_the_first_images(data: Path, model: sapnet.DerainNet, tmp_
 
 
 def test_metric_registry() -> None:
-    assert set(METRICS) == {"psnr", "ssim", "brisque"}
+    assert set(METRICS) == {"psnr", "ssim", "brisque", "niqe", "piqe"}
     assert [m for m in METRICS if METRICS[m].paired] == ["psnr", "ssim"]
 
 
