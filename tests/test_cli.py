@@ -14,6 +14,7 @@ from PIL import Image
 
 import sapnet
 from sapnet.cli import main
+from sapnet.cli.derain import expand_inputs
 from sapnet.data import tensor_to_array
 
 SIZE = (24, 20)  # PIL (width, height)
@@ -99,6 +100,19 @@ def test_repeated_input_is_processed_once(tmp_path: Path, ckpt: Path, capsys: py
     a = write_rgb(tmp_path / "in" / "a.png")
     assert derain(a, tmp_path / "in", tmp_path / "in" / "*.png", "-o", tmp_path / "out", ckpt=ckpt) == 0
     assert "derained 1, skipped 0 existing, failed 0" in capsys.readouterr().out
+
+
+def test_folders_are_listed_naturally_without_hidden_files(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in"
+    for name in ["img10.png", "img2.png", "img1.png"]:
+        write_rgb(src / name)
+    (src / "._img1.png").write_bytes(b"macOS resource fork")  # not an image: must not count as a failure
+    files, errors = expand_inputs([str(src)])
+    assert [p.name for p in files] == ["img1.png", "img2.png", "img10.png"] and errors == []
+    assert derain(src, "-o", tmp_path / "out", ckpt=ckpt) == 0
+    assert "derained 3, skipped 0 existing, failed 0" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("tile", ["8", "0"])

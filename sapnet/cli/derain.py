@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 import sapnet
 from sapnet.data import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+from sapnet.data.listing import list_images, natural_sort_key
 from sapnet.inference import DEFAULT_TILE, DEFAULT_TILE_OVERLAP
 from sapnet.models import DEFAULT_MODEL, CheckpointError, DerainNet, load_model
 
@@ -111,16 +112,12 @@ def _file_id(path: Path) -> _FileId | None:
     return st.st_dev, st.st_ino
 
 
-def _folder_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
 def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
     """The files named by ``inputs`` in order, each once, and an error message for each input naming none.
 
-    An input is an existing file (taken whatever its extension), a folder (its files with an image
-    extension, sorted, not recursive) or a glob pattern (``**`` recursive) whose matches are taken as if each
-    had been given.
+    An input is an existing file (taken whatever its extension), a folder (its image files as listed by
+    :func:`sapnet.data.listing.list_images`: natural order, hidden files skipped, not recursive) or a glob
+    pattern (``**`` recursive) whose matches are taken as if each had been given.
     """
     files: list[Path] = []
     errors: list[str] = []
@@ -136,7 +133,7 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = _folder_images(path)
+            found = list_images(path)
             if not found:
                 errors.append(f"{item}: folder has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             for f in found:
@@ -144,12 +141,12 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
         elif path.exists() or not glob.has_magic(item):
             add(path)  # a missing file is reported when it is read
         else:
-            matches = sorted(glob.glob(item, recursive=True))
+            matches = sorted(glob.glob(item, recursive=True), key=natural_sort_key)
             if not matches:
                 errors.append(f"{item}: no files match this pattern")
             for m in matches:
                 mp = Path(m)
-                for f in _folder_images(mp) if mp.is_dir() else [mp]:
+                for f in list_images(mp) if mp.is_dir() else [mp]:
                     add(f)
     return files, errors
 

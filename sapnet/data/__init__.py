@@ -13,7 +13,6 @@ from sapnet.data.datasets import (
     detect_layout,
     find_images,
     find_pairs,
-    natural_sort_key,
 )
 from sapnet.data.download import DATASETS, DownloadError, DownloadInfo, download
 from sapnet.data.embedded import demo_dataset
@@ -28,6 +27,7 @@ from sapnet.data.image import (
     tensor_to_pil,
     write_image,
 )
+from sapnet.data.listing import list_images, natural_sort_key
 from sapnet.data.registry import BENCHMARKS, BenchmarkInfo, check_benchmark, get_benchmark
 from sapnet.data.synthesis import RAIN_PRESETS, RainParams, RainSynthesizer, synthesize_rain
 
@@ -62,6 +62,7 @@ __all__ = [
     "find_images",
     "find_pairs",
     "get_benchmark",
+    "list_images",
     "natural_sort_key",
     "pil_to_tensor",
     "read_image",
