@@ -206,6 +206,29 @@ def test_unsupported_inputs(model: DerainNet, image: Any, error: type[Exception]
         derain([np.zeros((4, 4, 3), np.uint8), image], model)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda a: a.astype(np.float32),  # np.asarray(pil_image).astype(np.float32): the [0, 255] scale
+        lambda a: torch.from_numpy(a).permute(2, 0, 1).float(),
+        lambda a: Image.fromarray(a[:, :, 0].astype(np.float32), mode="F"),
+    ],
+    ids=["float-array", "float-tensor", "pil-F"],
+)
+def test_float_image_on_the_255_scale_is_refused(model: DerainNet, rng: np.random.Generator, make: Any) -> None:
+    a = rand_uint8(rng)
+    a[0, 0] = 255
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\].*maximum of 255.*255"):
+        derain(make(a), model)
+
+
+@pytest.mark.parametrize("peak", [1.0, 1.005])
+def test_float_image_slightly_above_1_is_accepted(model: DerainNet, peak: float) -> None:
+    x = torch.full((3, H, W), 0.5)
+    x[0, 0, 0] = peak
+    assert derain(x, model).shape == (3, H, W)
+
+
 @pytest.mark.parametrize("tile", [None, 16])
 def test_input_not_modified(model: DerainNet, rng: np.random.Generator, tile: int | None) -> None:
     x = rand_tensor(2, 3, H, W)

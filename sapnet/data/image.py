@@ -17,10 +17,12 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "FLOAT_RANGE_TOLERANCE",
     "IMAGE_EXTENSIONS",
     "ImageConversionWarning",
     "ImageReadError",
     "array_to_tensor",
+    "check_float_range",
     "pil_to_tensor",
     "read_image",
     "tensor_to_array",
@@ -30,6 +32,11 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+FLOAT_RANGE_TOLERANCE = 0.01
+"""How far above 1 a float image may reach (rounding, a slightly overshooting model) before it is taken as
+being on the [0, 255] scale and refused."""
 
 
 class ImageReadError(OSError):
@@ -59,10 +66,24 @@ def to_rgb_channels(x: torch.Tensor, what: str = "image") -> torch.Tensor:
     raise ValueError(f"{what}: expected 1, 3 or 4 channels, got {c} (shape {tuple(x.shape)})")
 
 
+def check_float_range(x: torch.Tensor | np.ndarray, what: str = "image") -> None:
+    """Raise ``ValueError`` if the float image ``x`` reaches clearly above 1 (by more than
+    :data:`FLOAT_RANGE_TOLERANCE`): it is then on the [0, 255] scale, where everything would clamp to white."""
+    if (x.numel() if isinstance(x, torch.Tensor) else x.size) == 0:
+        return
+    peak = float(x.max())
+    if peak > 1 + FLOAT_RANGE_TOLERANCE:
+        raise ValueError(
+            f"{what}: float images must be in [0, 1], got a maximum of {peak:g}. For values in [0, 255] pass a "
+            "uint8 image (x.astype(np.uint8) / x.to(torch.uint8)) or divide by 255 (x / 255)."
+        )
+
+
 def array_to_tensor(array: np.ndarray, what: str = "array") -> torch.Tensor:
     """HxW, HxWx1, HxWx3 or HxWx4 array -> float32 tensor (3, H, W) in [0, 1].
 
-    uint8 is divided by 255, uint16 by 65535; float arrays are taken as [0, 1] already.
+    uint8 is divided by 255, uint16 by 65535; float arrays must be in [0, 1] already (``ValueError`` for a
+    float array reaching clearly above 1, see :func:`check_float_range`).
     """
     if array.ndim == 2:
         array = array[:, :, None]
@@ -74,6 +95,7 @@ def array_to_tensor(array: np.ndarray, what: str = "array") -> torch.Tensor:
         scale = 65535.0
     elif np.issubdtype(array.dtype, np.floating):
         scale = 1.0
+        check_float_range(array, what)
     else:
         raise TypeError(f"{what}: unsupported dtype {array.dtype}; use uint8, uint16 or float in [0, 1]")
     t = torch.from_numpy(np.ascontiguousarray(array).astype(np.float32, copy=False)).permute(2, 0, 1)

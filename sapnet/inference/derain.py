@@ -12,7 +12,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sapnet.data.image import array_to_tensor, pil_to_tensor, tensor_to_array, tensor_to_pil, to_rgb_channels
+from sapnet.data.image import (
+    array_to_tensor,
+    check_float_range,
+    pil_to_tensor,
+    tensor_to_array,
+    tensor_to_pil,
+    to_rgb_channels,
+)
 from sapnet.inference.tiling import DEFAULT_TILE_OVERLAP, check_tiling, tiled_apply
 from sapnet.models import DEFAULT_MODEL, load_model
 
@@ -44,6 +51,7 @@ def _from_input(image: Any, index: int | None) -> list[_Item]:
             x = image.float() / 255
         elif dtype.is_floating_point:
             x = image.float()
+            check_float_range(x, where)
         else:
             raise TypeError(f"{where}: unsupported tensor dtype {dtype}; use float in [0, 1] or uint8")
         x = to_rgb_channels(x.detach().cpu(), where)
@@ -122,7 +130,9 @@ def derain(
     Args:
         images: a PIL image; a HxWx3 ``uint8`` / ``uint16`` / float ``[0, 1]`` array; a float tensor (3, H, W)
             or (N, 3, H, W) in [0, 1] (``uint8`` tensors are scaled by 255); or a list of these, of any sizes.
-            Grayscale (1 channel) and RGBA inputs are converted to RGB with a warning.
+            Grayscale (1 channel) and RGBA inputs are converted to RGB with a warning. A float input reaching
+            clearly above 1 (e.g. ``np.asarray(img).astype(np.float32)``, on the [0, 255] scale) raises
+            ``ValueError``: divide it by 255 or pass it as ``uint8``.
         model: a derain network (e.g. from :func:`sapnet.load_model`), a registry name (``"prenet.rain100h"``,
             see ``sapnet.list_models(pretrained=True)``), a checkpoint path, or ``None`` for the default weights
             (:data:`sapnet.models.DEFAULT_MODEL`, fetched like any registry weights). A module passed in is
