@@ -179,6 +179,32 @@ def test_existing_output_is_skipped_unless_overwrite(
     np.testing.assert_array_equal(read_png(stale), expected(model, image))
 
 
+@pytest.mark.parametrize("case", ["below-a-file", "not-writable"])
+def test_unusable_output_folder_exits_2_before_any_work(
+    case: str, tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = [write_rgb(tmp_path / "in" / f"{k}.png", k) for k in range(3)]
+    if case == "below-a-file":
+        (tmp_path / "file").write_text("")
+        out, phrase = tmp_path / "file" / "out", "cannot create output folder"
+    else:  # a read-only folder, as seen by a user that is not root (root may write anywhere)
+        out, phrase = tmp_path / "ro", "cannot write to output folder"
+        out.mkdir()
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr("sapnet.cli.derain.tempfile.mkstemp", refuse)
+    reads: list[Path] = []
+    monkeypatch.setattr("sapnet.cli.derain.read_image", lambda p: reads.append(p) or sapnet.read_image(p))
+
+    assert derain(*images, "-o", out, ckpt=ckpt) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and phrase in err and str(out) in err
+    assert reads == []
+
+
 def test_same_stem_fails_the_second_input(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
     first, second = write_rgb(tmp_path / "x" / "a.png", 1), write_rgb(tmp_path / "y" / "a.jpg", 2)
     assert derain(first, second, "-o", tmp_path / "out", ckpt=ckpt) == 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="derain images (files, folders, glob patterns) into lossless PNGs",
         description="Derain image files, folders and glob patterns into OUTDIR/<input name>.png (lossless). "
         "Inputs are never overwritten; existing outputs are skipped unless --overwrite. "
-        "Exit status: 0 all done, 1 some images failed, 2 usage or checkpoint error.",
+        "Exit status: 0 all done, 1 some images failed, 2 usage or checkpoint error, or an output folder that "
+        "cannot be created or written (checked before any image is read).",
     )
     p.add_argument(
         "inputs",
@@ -179,6 +182,25 @@ def _load(args: argparse.Namespace) -> tuple[DerainNet, torch.device]:
     return model.to(device), device
 
 
+def _output_folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot receive the outputs, or ``None`` if it can: a probe file is written (and removed) in
+    it or, when it does not exist yet, in its nearest existing parent, where it would be created; nothing is
+    left behind."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path.cwd())
+    if not existing.is_dir():
+        if existing == folder:
+            return f"output folder {folder} exists and is not a folder"
+        return f"cannot create output folder {folder}: {existing} is not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sapnet-write-test.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        action = "write to" if existing == folder else f"create (in {existing})"
+        return f"cannot {action} output folder {folder}: {e.strerror or _one_line(e)}"
+    return None
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
@@ -192,8 +214,9 @@ def run(args: argparse.Namespace) -> int:
     if args.tile and args.tile_overlap >= args.tile:
         say(f"error: --tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
         return 2
-    if args.output.exists() and not args.output.is_dir():
-        say(f"error: output folder {args.output} exists and is not a folder")
+    problem = _output_folder_problem(args.output)
+    if problem is not None:
+        say(f"error: {problem}")
         return 2
     try:
         model, device = _load(args)
