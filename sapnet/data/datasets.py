@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
-from sapnet.data.image import read_image
+from sapnet.data.image import format_size, read_image
 from sapnet.data.listing import is_image_file, list_images, natural_sort_key, plural, summarise
 
 __all__ = [
@@ -455,18 +454,14 @@ class PairedImageDataset(Dataset):
         clean = read_image(pair.clean)
         if rainy.shape != clean.shape:
             raise DatasetError(
-                f"pair {pair.name!r}: rainy {pair.rainy} is {_size(rainy)} but clean {pair.clean} is "
-                f"{_size(clean)}; the two images of a pair must have the same size"
+                f"pair {pair.name!r}: rainy {pair.rainy} is {format_size(rainy)} but clean {pair.clean} is "
+                f"{format_size(clean)}; the two images of a pair must have the same size"
             )
         sample: dict[str, Any] = {"rainy": rainy, "clean": clean, "name": pair.name}
         return self.transform(sample) if self.transform is not None else sample
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r}, layout={self.layout!r}, pairs={len(self)})"
-
-
-def _size(x: torch.Tensor) -> str:
-    return f"{x.shape[-1]}x{x.shape[-2]} (WxH)"
 
 
 _UNPAIRED_SUBDIRS = ("rain", "rainy", "input")

@@ -23,6 +23,7 @@ __all__ = [
     "ImageReadError",
     "array_to_tensor",
     "check_float_range",
+    "format_size",
     "pil_to_tensor",
     "read_image",
     "tensor_to_array",
@@ -44,11 +45,25 @@ class ImageReadError(OSError):
 
 
 class ImageConversionWarning(UserWarning):
-    """An input image was converted to RGB (grayscale replicated, alpha dropped, palette expanded)."""
+    """An input image was converted to RGB (grayscale replicated, alpha dropped, palette expanded).
+
+    ``what`` names the image, ``found`` says what it is (``"is grayscale (1 channel)"``) and ``action`` what was
+    done (``"replicated to 3 RGB channels"``); the message is ``"{what} {found}: {action}"``. Code that refuses
+    such images instead (turning the warning into an error) should say ``f"{w.what} {w.found}"``, not the message.
+    """
+
+    def __init__(self, what: str, found: str, action: str) -> None:
+        super().__init__(f"{what} {found}: {action}")
+        self.what, self.found, self.action = what, found, action
 
 
-def _warn(message: str) -> None:
-    warnings.warn(message, ImageConversionWarning, stacklevel=3)
+def _warn(what: str, found: str, action: str) -> None:
+    warnings.warn(ImageConversionWarning(what, found, action), stacklevel=3)
+
+
+def format_size(x: torch.Tensor) -> str:
+    """The size of an image (..., H, W) as messages give it, width first as in PIL: ``"481x321"``."""
+    return f"{x.shape[-1]}x{x.shape[-2]}"
 
 
 def to_rgb_channels(x: torch.Tensor, what: str = "image") -> torch.Tensor:
@@ -58,10 +73,10 @@ def to_rgb_channels(x: torch.Tensor, what: str = "image") -> torch.Tensor:
     if c == 3:
         return x
     if c == 1:
-        _warn(f"{what} is grayscale: replicated to 3 RGB channels")
+        _warn(what, "is grayscale (1 channel)", "replicated to 3 RGB channels")
         return x.expand(*x.shape[:-3], 3, *x.shape[-2:])
     if c == 4:
-        _warn(f"{what} has an alpha channel: dropped, RGB kept")
+        _warn(what, "has an alpha channel", "alpha dropped, RGB kept")
         return x[..., :3, :, :]
     raise ValueError(f"{what}: expected 1, 3 or 4 channels, got {c} (shape {tuple(x.shape)})")
 
@@ -144,7 +159,7 @@ def pil_to_tensor(image: Image.Image, what: str = "PIL image") -> torch.Tensor:
     if mode == "P":
         converted = image.convert("RGBA" if "transparency" in image.info else "RGB")
         return array_to_tensor(np.asarray(converted), what)
-    _warn(f"{what} has mode {mode}: converted to RGB")
+    _warn(what, f"has mode {mode}", "converted to RGB")
     return array_to_tensor(np.asarray(image.convert("RGB")), what)
 
 

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from sapnet.data.builder import _quantise, pair_seed
-from sapnet.data.image import ImageReadError, read_image, write_image
+from sapnet.data.image import ImageReadError, format_size, read_image, write_image
 from sapnet.data.synthesis import synthesize_rain
 from sapnet.downstream.data import DownstreamItem, DownstreamSet
 from sapnet.downstream.draw import draw_boxes, draw_labels
@@ -229,14 +229,14 @@ def evaluate_downstream(
                 if out is not None:
                     write_image(rainy, rainy_path)
             if rainy.shape != clean.shape:
-                raise ImageReadError(f"rainy {tuple(rainy.shape[1:])} and clean {tuple(clean.shape[1:])} differ")
+                raise ImageReadError(f"rainy {format_size(rainy)} and clean {format_size(clean)} differ")
             target: torch.Tensor | BoxTargets | None = None
             if item.mask is not None and data.class_map is not None:
                 target, unknown = read_mask(item.mask, data.class_map)
                 for value, count in unknown.items():
                     unknown_values[value] = unknown_values.get(value, 0) + count
                 if target.shape != clean.shape[1:]:
-                    raise MaskError(f"mask {tuple(target.shape)} and image {tuple(clean.shape[1:])} differ in size")
+                    raise MaskError(f"mask {format_size(target)} and image {format_size(clean)} differ in size")
             elif item.boxes is not None:
                 target = item.boxes
         except (ImageReadError, MaskError) as e:
@@ -250,7 +250,8 @@ def evaluate_downstream(
                     method, data.name, item, rainy, rainy_path, device=device, tile=tile
                 )
                 if versions[method.name].shape != clean.shape:
-                    raise ImageReadError(f"{method.name}'s output is {tuple(versions[method.name].shape[1:])}")
+                    size = format_size(versions[method.name])
+                    raise ImageReadError(f"{method.name}'s output is {size}, the input {format_size(rainy)}")
         except (ImageReadError, RuntimeError) as e:
             skip(item, f"{method.name}: {e}")
             continue

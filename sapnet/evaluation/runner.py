@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from sapnet.data import IMAGE_EXTENSIONS, ImageConversionWarning, ImageReadError, read_image, write_image
 from sapnet.data.datasets import DatasetError, LayoutNotFoundError, find_images, find_pairs
+from sapnet.data.image import format_size
 from sapnet.data.registry import check_benchmark
 from sapnet.evaluation.grid import comparison_grid
 from sapnet.evaluation.tables import MetricSpec, Record, write_tables
@@ -235,7 +236,7 @@ def evaluate(
                 clean = _read_ground_truth(clean_path) if clean_path is not None else None
                 if clean is not None and clean.shape != rainy.shape:
                     raise ImageReadError(
-                        f"{rainy_path} is {tuple(rainy.shape[1:])} but {clean_path} is {tuple(clean.shape[1:])}"
+                        f"{rainy_path} is {format_size(rainy)} but {clean_path} is {format_size(clean)}"
                     )
             except ImageReadError as e:
                 log(f"skipping {ds.name}/{image_name}: {e}")
@@ -249,8 +250,8 @@ def evaluate(
                         method, ds.name, image_name, rainy_path, rainy, device, tile, result
                     )
                     if outputs[method.name].shape != rainy.shape:
-                        shape = tuple(outputs[method.name].shape[1:])
-                        raise ImageReadError(f"{method.name} output is {shape}, the input {tuple(rainy.shape[1:])}")
+                        size = format_size(outputs[method.name])
+                        raise ImageReadError(f"{method.name} output is {size}, the input {format_size(rainy)}")
                 except (ImageReadError, RuntimeError) as e:
                     log(f"skipping {method.name} on {ds.name}/{image_name}: {e}")
                     rows[method.name].skipped.append((image_name, str(e)))
@@ -306,7 +307,7 @@ def _read_ground_truth(path: Path) -> torch.Tensor:
         try:
             return read_image(path)
         except ImageConversionWarning as e:
-            raise ImageReadError(f"ground truth must be RGB: {e}") from None
+            raise ImageReadError(f"ground truth must be RGB, but {e.what} {e.found}") from None
 
 
 def _benchmark_warnings(name: str, count: int, rainy_psnr: float | None) -> list[str]:
