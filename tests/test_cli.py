@@ -16,6 +16,7 @@ import sapnet
 from sapnet.cli import main
 from sapnet.cli.derain import expand_inputs
 from sapnet.data import tensor_to_array
+from sapnet.inference import DEFAULT_TILE
 
 SIZE = (24, 20)  # PIL (width, height)
 
@@ -135,6 +136,53 @@ def test_tiled_and_whole_image(tile: str, tmp_path: Path, ckpt: Path, model: sap
     tiled, whole = expected(model, image, tile=8), expected(model, image, tile=None)
     assert not np.array_equal(tiled, whole)  # so that the comparison below tells the two apart
     np.testing.assert_array_equal(read_png(out / "a.png"), tiled if tile == "8" else whole)
+
+
+def test_default_is_that_of_the_api(
+    tmp_path: Path, ckpt: Path, model: sapnet.DerainNet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = write_rgb(tmp_path / "wide.png", size=(DEFAULT_TILE + 60, 30))  # two tiles wide at the default tile
+    base = ["derain", str(image), "--checkpoint", str(ckpt)]
+    whole = expected(model, image, tile=0)
+    assert not np.array_equal(whole, expected(model, image, tile=DEFAULT_TILE, overlap=32))
+    np.testing.assert_array_equal(whole, expected(model, image, tile=None))  # the API's default
+
+    assert main([*base, "-o", str(tmp_path / "a")]) == 0
+    np.testing.assert_array_equal(read_png(tmp_path / "a" / "wide.png"), whole)
+    assert "(1 whole)" in capsys.readouterr().out
+
+    assert main([*base, "-o", str(tmp_path / "b"), "--memory-budget", "0.0001"]) == 0  # 107 KB: too small
+    captured = capsys.readouterr()
+    tiled = expected(model, image, tile=DEFAULT_TILE, overlap=32)
+    np.testing.assert_array_equal(read_png(tmp_path / "b" / "wide.png"), tiled)
+    assert f"(1 in {DEFAULT_TILE}x{DEFAULT_TILE} tiles)" in captured.out
+    assert f"{DEFAULT_TILE + 60}x30" in captured.err and "--memory-budget" in captured.err
+
+
+def test_tile_progress_on_a_terminal(
+    tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = write_rgb(tmp_path / "a.png")
+    assert derain(image, "-o", tmp_path / "quiet", ckpt=ckpt) == 0
+    assert "tile/s" not in capsys.readouterr().err  # no bars when stderr is not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert derain(image, "-o", tmp_path / "out", ckpt=ckpt) == 0
+    err = capsys.readouterr().err
+    assert "image/s" in err or "s/image" in err  # the bar over files
+    assert "24x20:" in err and "/12 [" in err and "tile/s" in err  # and, under it, the tiles of the image
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "kwargs"),
+    [("--dtype", "bfloat16", {"dtype": torch.bfloat16}), ("--batch-size", "3", {"batch_size": 3})],
+)
+def test_dtype_and_batch_size_are_those_of_the_api(
+    option: str, value: str, kwargs: dict[str, object], tmp_path: Path, ckpt: Path, model: sapnet.DerainNet
+) -> None:
+    image = write_rgb(tmp_path / "a.png")
+    assert derain(image, "-o", tmp_path / "out", option, value, ckpt=ckpt) == 0
+    want = tensor_to_array(sapnet.derain(sapnet.read_image(image), model, tile=8, tile_overlap=2, **kwargs))
+    np.testing.assert_array_equal(read_png(tmp_path / "out" / "a.png"), want)
 
 
 def test_tile_overlap_must_be_smaller_than_tile(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,18 @@ from PIL import Image
 
 import sapnet
 from sapnet import DerainNet, ImageConversionWarning, ImageReadError, derain, read_image, write_image
-from sapnet.inference.tiling import DEFAULT_TILE_OVERLAP, blend_window, tile_starts, tiled_apply
+from sapnet.inference import network_width
+from sapnet.inference.tiling import (
+    ACTIVATION_BYTES_PER_PIXEL_CHANNEL,
+    DEFAULT_MEMORY_BUDGET,
+    DEFAULT_TILE,
+    DEFAULT_TILE_OVERLAP,
+    activation_bytes,
+    blend_window,
+    choose_tile,
+    tile_starts,
+    tiled_apply,
+)
 
 H, W = 19, 26
 
@@ -346,7 +357,7 @@ def test_tile_starts_rejects_bad_overlap(overlap: int) -> None:
 def test_derain_rejects_bad_tile(model: DerainNet) -> None:
     x = rand_tensor(3, H, W)
     with pytest.raises(ValueError, match="tile"):
-        derain(x, model, tile=0)
+        derain(x, model, tile=-1)
     with pytest.raises(ValueError, match="overlap"):
         derain(x, model, tile=8, tile_overlap=8)
 
@@ -387,6 +398,71 @@ def test_tiled_apply_calls_fn_in_batches() -> None:
     torch.testing.assert_close(out, x * 2)
     n_tiles = len(tile_starts(20, 10, 2)) * len(tile_starts(30, 10, 2))
     assert sum(calls) == n_tiles and max(calls) == 4
+
+
+# --- the default: whole images within a memory budget, tiled above it ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "channels", "budget", "tile"),
+    [
+        (321, 481, 32, DEFAULT_MEMORY_BUDGET, 0),  # Rain100L
+        (1360, 2000, 32, DEFAULT_MEMORY_BUDGET, 0),  # 2.7 MP
+        (4000, 5000, 32, DEFAULT_MEMORY_BUDGET, DEFAULT_TILE),  # 20 MP
+        (1500, 2000, 32, DEFAULT_MEMORY_BUDGET, DEFAULT_TILE),  # 3 MP
+        (1500, 2000, 16, DEFAULT_MEMORY_BUDGET, 0),  # a narrower network fits more pixels
+        (10, 10, 8, 10 * 10 * 8 * ACTIVATION_BYTES_PER_PIXEL_CHANNEL, 0),  # exactly at the budget
+        (10, 10, 8, 10 * 10 * 8 * ACTIVATION_BYTES_PER_PIXEL_CHANNEL - 1, DEFAULT_TILE),
+    ],
+)
+def test_choose_tile(h: int, w: int, channels: int, budget: int, tile: int) -> None:
+    assert choose_tile(h, w, channels, budget) == tile
+
+
+def test_activation_bytes_grow_with_pixels_width_and_batch() -> None:
+    one = activation_bytes(100, 200, 32)
+    assert one == 100 * 200 * 32 * ACTIVATION_BYTES_PER_PIXEL_CHANNEL
+    assert (
+        activation_bytes(200, 200, 32)
+        == 2 * one
+        == activation_bytes(100, 200, 64)
+        == activation_bytes(100, 200, 32, batch=2)
+    )
+
+
+def test_network_width() -> None:
+    assert network_width(make_model(channels=8)) == 8
+    assert network_width(torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.Conv2d(5, 3, 3))) == 5
+    assert network_width(torch.nn.Identity()) == 32
+
+
+def test_default_is_whole_within_the_budget_and_tiled_above(model: DerainNet) -> None:
+    x = rand_tensor(3, 40, DEFAULT_TILE + 60)  # two tiles wide
+    whole, tiled = derain(x, model, tile=0), derain(x, model, tile=DEFAULT_TILE)
+    assert not torch.equal(whole, tiled)  # so that the comparisons below tell the two apart
+    assert torch.equal(derain(x, model), whole)
+    assert torch.equal(derain(x, model, memory_budget=activation_bytes(40, DEFAULT_TILE + 60, 8)), whole)
+    assert torch.equal(derain(x, model, memory_budget=activation_bytes(40, DEFAULT_TILE + 60, 8) - 1), tiled)
+
+
+def test_default_batches_whole_images_only_within_the_budget(model: DerainNet) -> None:
+    calls: list[int] = []
+    model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    images = [rand_tensor(3, H, W, seed=k) for k in range(4)]
+    derain(images, model, batch_size=4)
+    derain(images, model, batch_size=4, memory_budget=activation_bytes(H, W, 8, batch=2))
+    assert calls == [4, 2, 2]
+
+
+def test_tile_progress_bar(model: DerainNet, capsys: pytest.CaptureFixture[str]) -> None:
+    x = rand_tensor(3, 20, 30)
+    quiet = derain(x, model, tile=10, tile_overlap=2)
+    assert capsys.readouterr().err == ""  # opt-in
+    shown = derain(x, model, tile=10, tile_overlap=2, progress=True)
+    err = capsys.readouterr().err
+    n_tiles = len(tile_starts(20, 10, 2)) * len(tile_starts(30, 10, 2))
+    assert f"/{n_tiles} [" in err and "tile/s" in err and "<" in err  # count, unit and ETA
+    assert torch.equal(shown, quiet)
 
 
 # --- models, dtypes ----------------------------------------------------------------------------------------

@@ -19,7 +19,14 @@ from tqdm import tqdm
 import sapnet
 from sapnet.data import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
 from sapnet.data.listing import list_images, natural_sort_key
-from sapnet.inference import DEFAULT_TILE, DEFAULT_TILE_OVERLAP
+from sapnet.inference import (
+    DEFAULT_MEMORY_BUDGET,
+    DEFAULT_TILE,
+    DEFAULT_TILE_OVERLAP,
+    activation_bytes,
+    choose_tile,
+    network_width,
+)
 from sapnet.models import DEFAULT_MODEL, CheckpointError, DerainNet, load_model
 
 __all__ = ["Job", "add_parser", "expand_inputs", "plan_jobs", "run"]
@@ -41,6 +48,27 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _tile(text: str) -> int | None:
+    return None if text.strip().lower() == "auto" else _non_negative_int(text)
+
+
+def _gibibytes(text: str) -> int:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return int(value * 2**30)
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -88,10 +116,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--tile",
-        type=_non_negative_int,
-        default=DEFAULT_TILE,
-        metavar="N",
-        help=f"process images in overlapping N x N tiles to bound memory; 0: whole images (default: {DEFAULT_TILE})",
+        type=_tile,
+        default=None,
+        metavar="N|auto",
+        help="process images in overlapping N x N tiles to bound memory; 0: whole images; auto (default): each "
+        "image whole when its estimated activation memory fits --memory-budget, else in "
+        f"{DEFAULT_TILE} x {DEFAULT_TILE} tiles (the rule of sapnet.derain and sapnet evaluate)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=_gibibytes,
+        default=DEFAULT_MEMORY_BUDGET,
+        metavar="GIB",
+        help=f"activation memory for --tile auto, in GiB (default: {DEFAULT_MEMORY_BUDGET / 2**30:g}: whole "
+        "images up to about 2.7 megapixels with a 32-channel network)",
     )
     p.add_argument(
         "--tile-overlap",
@@ -99,6 +137,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=DEFAULT_TILE_OVERLAP,
         metavar="N",
         help=f"pixels shared by neighbouring tiles (default: {DEFAULT_TILE_OVERLAP})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="tiles per forward pass (images are processed one at a time; default: 1)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=list(_DTYPES),
+        default="float32",
+        help="precision of the network: bfloat16 / float16 run under autocast (default: float32)",
     )
     p.add_argument("--device", default="cpu", help="where the network runs, e.g. cpu, cuda, cuda:1 (default: cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
@@ -211,8 +262,9 @@ def run(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
 
-    if args.tile and args.tile_overlap >= args.tile:
-        say(f"error: --tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
+    largest_tile = DEFAULT_TILE if args.tile is None else args.tile
+    if largest_tile and args.tile_overlap >= largest_tile:
+        say(f"error: --tile-overlap ({args.tile_overlap}) must be smaller than --tile ({largest_tile})")
         return 2
     problem = _output_folder_problem(args.output)
     if problem is not None:
@@ -235,6 +287,8 @@ def run(args: argparse.Namespace) -> int:
         say(f"error: {message}")
     done = skipped = 0
     failed = len(input_errors)
+    width = network_width(model)
+    ways: dict[str, int] = {}  # "whole" / "tiled NxN" -> images derained so
     jobs = plan_jobs(files, args.output)
     for job in tqdm(jobs, desc="derain", unit="image", file=sys.stderr, disable=None):
         if job.error is not None:
@@ -249,9 +303,26 @@ def run(args: argparse.Namespace) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 image = read_image(job.source)
-            for w in caught:
-                say(f"warning: {w.message}")
-            result = sapnet.derain(image, model, device=device, tile=args.tile or None, tile_overlap=args.tile_overlap)
+            for note in caught:
+                say(f"warning: {note.message}")
+            h, w = image.shape[-2:]
+            tile = args.tile if args.tile is not None else choose_tile(h, w, width, args.memory_budget)
+            if tile and args.tile is None:
+                need = activation_bytes(h, w, width) / 2**30
+                say(
+                    f"note: {job.source}: {w}x{h} would need about {need:.1f} GiB whole, over the "
+                    f"--memory-budget of {args.memory_budget / 2**30:g} GiB: derained in {tile}x{tile} tiles"
+                )
+            result = sapnet.derain(
+                image,
+                model,
+                device=device,
+                tile=tile,
+                tile_overlap=args.tile_overlap,
+                batch_size=args.batch_size,
+                dtype=_DTYPES[args.dtype],
+                progress=None,
+            )
             write_image(result, job.output)
         except ImageReadError as e:
             say(f"error: {_one_line(e)}")
@@ -265,5 +336,8 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
         else:
             done += 1
-    print(f"derained {done}, skipped {skipped} existing, failed {failed}")
+            way = f"in {tile}x{tile} tiles" if tile else "whole"
+            ways[way] = ways.get(way, 0) + 1
+    how = f" ({', '.join(f'{n} {way}' for way, n in ways.items())})" if ways else ""
+    print(f"derained {done}, skipped {skipped} existing, failed {failed}{how}")
     return 1 if failed else 0
