@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import struct
+import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -612,3 +615,75 @@ def test_read_8bit_grayscale_png(tmp_path: Path, rng: np.random.Generator) -> No
     with pytest.warns(ImageConversionWarning, match="grayscale"):
         x = read_image(path)
     torch.testing.assert_close(x[1], torch.from_numpy(values).float() / 255, rtol=0, atol=0)
+
+
+# --- 16-bit files, ICC profiles and EXIF ---------------------------------------------------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png16(path: Path, values: np.ndarray) -> Path:
+    """A 16-bit RGB (HxWx3) or RGBA (HxWx4) PNG, encoded here: unfiltered scanlines, no other chunks."""
+    h, w, c = values.shape
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in values)
+    header = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
+    chunks = _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
+    return path
+
+
+def _bit_depth(path: Path) -> int:
+    data = path.read_bytes()
+    assert data[12:16] == b"IHDR"
+    return data[24]
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_read_16bit_rgb_png_at_full_precision(tmp_path: Path, rng: np.random.Generator, channels: int) -> None:
+    values = rng.integers(0, 65536, size=(H, W, channels), dtype=np.uint16)
+    values[0, 0, :3] = [0, 255, 65535]  # values Pillow's 8-bit decoding cannot tell apart from others
+    path = _png16(tmp_path / "rgb16.png", values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImageConversionWarning)  # RGBA: alpha dropped
+        x, meta = sapnet.data.read_image_with_meta(path)
+        assert torch.equal(read_image(path), x)
+    assert meta.bits == 16
+    np.testing.assert_array_equal((x.permute(1, 2, 0).numpy() * 65535).round(), values[:, :, :3])
+
+
+def test_write_16bit_png_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
+    values = rng.integers(0, 65536, size=(300, 7, 3), dtype=np.uint16)  # more rows than one compressed block
+    x = torch.from_numpy(values.astype(np.float32) / 65535).permute(2, 0, 1)
+    path = write_image(x, tmp_path / "out16.png", sapnet.data.ImageMeta(bits=16))
+    assert _bit_depth(path) == 16
+    with Image.open(path) as im:  # what Pillow sees (the high bytes) agrees: a valid PNG
+        np.testing.assert_array_equal(np.asarray(im), values >> 8)
+    back, meta = sapnet.data.read_image_with_meta(path)
+    assert meta.bits == 16
+    np.testing.assert_array_equal((back.permute(1, 2, 0).numpy() * 65535).round(), values)
+
+
+def test_16bit_output_only_as_png(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="PNG only"):
+        write_image(torch.zeros(3, 4, 4), tmp_path / "a.tif", sapnet.data.ImageMeta(bits=16))
+
+
+@pytest.mark.parametrize(("suffix", "bits"), [(".jpg", 8), (".png", 8), (".png", 16)])
+def test_icc_profile_and_exif_are_kept_and_orientation_applied(tmp_path: Path, suffix: str, bits: int) -> None:
+    icc = b"a stand-in ICC profile " * 4
+    exif = Image.Exif()
+    exif[0x010F] = "RainCam"  # Make
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    source = tmp_path / f"in{suffix}"
+    Image.new("RGB", (W, H), (10, 20, 30)).save(source, icc_profile=icc, exif=exif.tobytes())
+    x, meta = sapnet.data.read_image_with_meta(source)
+    assert x.shape == (3, W, H)  # upright
+    assert meta.icc_profile == icc and meta.bits == 8
+    out = write_image(x, tmp_path / "out.png", sapnet.data.ImageMeta(bits, meta.icc_profile, meta.exif))
+    assert _bit_depth(out) == bits
+    with Image.open(out) as im:
+        assert im.size == (H, W) and im.info.get("icc_profile") == icc
+        kept = im.getexif()
+        assert kept.get(0x010F) == "RainCam" and 0x0112 not in kept  # pixels are upright: no second rotation

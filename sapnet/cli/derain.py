@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import sapnet
-from sapnet.data import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+from sapnet.data import IMAGE_EXTENSIONS, ImageReadError, read_image_with_meta, write_image
 from sapnet.data.listing import list_images, natural_sort_key
 from sapnet.inference import (
     DEFAULT_MEMORY_BUDGET,
@@ -29,9 +29,18 @@ from sapnet.inference import (
 )
 from sapnet.models import DEFAULT_MODEL, CheckpointError, DerainNet, load_model
 
-__all__ = ["Job", "add_parser", "expand_inputs", "plan_jobs", "run"]
+__all__ = ["Job", "Source", "add_parser", "expand_inputs", "plan_jobs", "run"]
 
 _FileId = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Source:
+    """An input file, and the folder under OUTDIR that its output goes to: ``Path()`` (OUTDIR itself), or with
+    ``--recursive`` the file's sub-folder within the folder that was given."""
+
+    path: Path
+    subfolder: Path = Path()
 
 
 @dataclass
@@ -84,7 +93,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image file, folder (its image files, not recursive) or quoted glob pattern (e.g. 'rain/*.jpg')",
+        help="image file, folder (its image files; with --recursive those of its sub-folders too) or quoted glob "
+        "pattern (e.g. 'rain/*.jpg')",
+    )
+    p.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="also derain the images in the sub-folders of folder inputs, mirroring the sub-folders in OUTDIR "
+        "(the output folder itself is never searched)",
     )
     p.add_argument(
         "-o",
@@ -92,7 +109,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=Path,
         required=True,
         metavar="OUTDIR",
-        help="output folder; each image is written as OUTDIR/<input name>.png",
+        help="output folder; each image is written as OUTDIR/<input name>.png, as 16-bit PNG for 16-bit inputs, "
+        "with the input's ICC colour profile and EXIF (orientation applied)",
     )
     weights = p.add_mutually_exclusive_group()
     weights.add_argument(
@@ -166,32 +184,44 @@ def _file_id(path: Path) -> _FileId | None:
     return st.st_dev, st.st_ino
 
 
-def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
+def expand_inputs(
+    inputs: Sequence[str], *, recursive: bool = False, exclude: Path | None = None
+) -> tuple[list[Source], list[str]]:
     """The files named by ``inputs`` in order, each once, and an error message for each input naming none.
 
     An input is an existing file (taken whatever its extension), a folder (its image files as listed by
-    :func:`sapnet.data.listing.list_images`: natural order, hidden files skipped, not recursive) or a glob
-    pattern (``**`` recursive) whose matches are taken as if each had been given.
+    :func:`sapnet.data.listing.list_images`: natural order, hidden files skipped; with ``recursive`` those
+    of its sub-folders too, each keeping its sub-folder) or a glob pattern (``**`` recursive) whose matches
+    are taken as if each had been given. Files inside ``exclude`` (the output folder) are left out of folders
+    searched recursively, so that a second run does not derain the outputs of the first.
     """
-    files: list[Path] = []
+    sources: list[Source] = []
     errors: list[str] = []
     seen: set[_FileId] = set()
+    skip = exclude.resolve() if exclude is not None else None
 
-    def add(path: Path) -> None:
+    def add(path: Path, subfolder: Path = Path()) -> None:
         fid = _file_id(path)
         if fid is None or fid not in seen:
-            files.append(path)
+            sources.append(Source(path, subfolder))
         if fid is not None:
             seen.add(fid)
+
+    def add_folder(folder: Path) -> int:
+        found = list_images(folder, recursive=recursive)
+        if recursive and skip is not None:
+            found = [f for f in found if not f.resolve().is_relative_to(skip)]
+        for f in found:
+            add(f, f.parent.relative_to(folder))
+        return len(found)
 
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = list_images(path)
-            if not found:
-                errors.append(f"{item}: folder has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-            for f in found:
-                add(f)
+            if not add_folder(path):
+                where = "or its sub-folders " if recursive else ""
+                extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+                errors.append(f"{item}: folder {where}has no image files ({extensions})")
         elif path.exists() or not glob.has_magic(item):
             add(path)  # a missing file is reported when it is read
         else:
@@ -199,28 +229,29 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
             if not matches:
                 errors.append(f"{item}: no files match this pattern")
             for m in matches:
-                mp = Path(m)
-                for f in list_images(mp) if mp.is_dir() else [mp]:
-                    add(f)
-    return files, errors
+                if Path(m).is_dir():
+                    add_folder(Path(m))
+                else:
+                    add(Path(m))
+    return sources, errors
 
 
-def plan_jobs(files: Sequence[Path], outdir: Path) -> list[Job]:
-    """Pair each input with ``outdir/<stem>.png``, marking as errors the outputs that would overwrite an
-    input and those already claimed by an earlier input with the same stem (compared case-insensitively,
-    for case-insensitive file systems)."""
-    input_ids = {fid for f in files if (fid := _file_id(f)) is not None}
+def plan_jobs(sources: Sequence[Source], outdir: Path) -> list[Job]:
+    """Pair each input with ``outdir/<subfolder>/<stem>.png``, marking as errors the outputs that would
+    overwrite an input and those already claimed by an earlier input with the same output name (compared
+    case-insensitively, for case-insensitive file systems)."""
+    input_ids = {fid for src in sources if (fid := _file_id(src.path)) is not None}
     claimed: dict[str, Path] = {}
     jobs = []
-    for src in files:
-        out = outdir / f"{src.stem}.png"
-        job = Job(src, out)
-        key = src.stem.casefold()
+    for src in sources:
+        out = outdir / src.subfolder / f"{src.path.stem}.png"
+        job = Job(src.path, out)
+        key = (src.subfolder / src.path.stem).as_posix().casefold()
         if key in claimed:
             job.error = f"same output name as {claimed[key]} ({out}); rename one or derain it separately"
         elif _file_id(out) in input_ids:
             job.error = f"output {out} is an input file and is never overwritten; choose another -o folder"
-        claimed.setdefault(key, src)
+        claimed.setdefault(key, src.path)
         jobs.append(job)
     return jobs
 
@@ -282,14 +313,14 @@ def run(args: argparse.Namespace) -> int:
         say(f"error: cannot use device {args.device!r}: {_one_line(e)}")
         return 2
 
-    files, input_errors = expand_inputs(args.inputs)
+    sources, input_errors = expand_inputs(args.inputs, recursive=args.recursive, exclude=args.output)
     for message in input_errors:
         say(f"error: {message}")
     done = skipped = 0
     failed = len(input_errors)
     width = network_width(model)
     ways: dict[str, int] = {}  # "whole" / "tiled NxN" -> images derained so
-    jobs = plan_jobs(files, args.output)
+    jobs = plan_jobs(sources, args.output)
     for job in tqdm(jobs, desc="derain", unit="image", file=sys.stderr, disable=None):
         if job.error is not None:
             say(f"error: {job.source}: {job.error}")
@@ -302,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                image = read_image(job.source)
+                image, meta = read_image_with_meta(job.source)
             for note in caught:
                 say(f"warning: {note.message}")
             h, w = image.shape[-2:]
@@ -323,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
                 dtype=_DTYPES[args.dtype],
                 progress=None,
             )
-            write_image(result, job.output)
+            write_image(result, job.output, meta)
         except ImageReadError as e:
             say(f"error: {_one_line(e)}")
             failed += 1
