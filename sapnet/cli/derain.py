@@ -319,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
     done = skipped = 0
     failed = len(input_errors)
     width = network_width(model)
-    ways: dict[str, int] = {}  # "whole" / "tiled NxN" -> images derained so
+    ways: dict[str, int] = {}  # "whole" / "in NxN tiles" -> images derained that way
     jobs = plan_jobs(sources, args.output)
     for job in tqdm(jobs, desc="derain", unit="image", file=sys.stderr, disable=None):
         if job.error is not None:
