@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,9 @@ from PIL import Image
 
 import sapnet
 from sapnet.cli import main
-from sapnet.data import tensor_to_array
+from sapnet.cli.derain import expand_inputs
+from sapnet.data import read_image_with_meta, tensor_to_array
+from sapnet.inference import DEFAULT_TILE
 
 SIZE = (24, 20)  # PIL (width, height)
 
@@ -101,6 +105,19 @@ def test_repeated_input_is_processed_once(tmp_path: Path, ckpt: Path, capsys: py
     assert "derained 1, skipped 0 existing, failed 0" in capsys.readouterr().out
 
 
+def test_folders_are_listed_naturally_without_hidden_files(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in"
+    for name in ["img10.png", "img2.png", "img1.png"]:
+        write_rgb(src / name)
+    (src / "._img1.png").write_bytes(b"macOS resource fork")  # not an image: must not count as a failure
+    files, errors = expand_inputs([str(src)])
+    assert [s.path.name for s in files] == ["img1.png", "img2.png", "img10.png"] and errors == []
+    assert derain(src, "-o", tmp_path / "out", ckpt=ckpt) == 0
+    assert "derained 3, skipped 0 existing, failed 0" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("tile", ["8", "0"])
 def test_tiled_and_whole_image(tile: str, tmp_path: Path, ckpt: Path, model: sapnet.DerainNet) -> None:
     image = write_rgb(tmp_path / "a.png")
@@ -121,6 +138,53 @@ def test_tiled_and_whole_image(tile: str, tmp_path: Path, ckpt: Path, model: sap
     tiled, whole = expected(model, image, tile=8), expected(model, image, tile=None)
     assert not np.array_equal(tiled, whole)  # so that the comparison below tells the two apart
     np.testing.assert_array_equal(read_png(out / "a.png"), tiled if tile == "8" else whole)
+
+
+def test_default_is_that_of_the_api(
+    tmp_path: Path, ckpt: Path, model: sapnet.DerainNet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = write_rgb(tmp_path / "wide.png", size=(DEFAULT_TILE + 60, 30))  # two tiles wide at the default tile
+    base = ["derain", str(image), "--checkpoint", str(ckpt)]
+    whole = expected(model, image, tile=0)
+    assert not np.array_equal(whole, expected(model, image, tile=DEFAULT_TILE, overlap=32))
+    np.testing.assert_array_equal(whole, expected(model, image, tile=None))  # the API's default
+
+    assert main([*base, "-o", str(tmp_path / "a")]) == 0
+    np.testing.assert_array_equal(read_png(tmp_path / "a" / "wide.png"), whole)
+    assert "(1 whole)" in capsys.readouterr().out
+
+    assert main([*base, "-o", str(tmp_path / "b"), "--memory-budget", "0.0001"]) == 0  # 107 KB: too small
+    captured = capsys.readouterr()
+    tiled = expected(model, image, tile=DEFAULT_TILE, overlap=32)
+    np.testing.assert_array_equal(read_png(tmp_path / "b" / "wide.png"), tiled)
+    assert f"(1 in {DEFAULT_TILE}x{DEFAULT_TILE} tiles)" in captured.out
+    assert f"{DEFAULT_TILE + 60}x30" in captured.err and "--memory-budget" in captured.err
+
+
+def test_tile_progress_on_a_terminal(
+    tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = write_rgb(tmp_path / "a.png")
+    assert derain(image, "-o", tmp_path / "quiet", ckpt=ckpt) == 0
+    assert "tile/s" not in capsys.readouterr().err  # no bars when stderr is not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert derain(image, "-o", tmp_path / "out", ckpt=ckpt) == 0
+    err = capsys.readouterr().err
+    assert "image/s" in err or "s/image" in err  # the bar over files
+    assert "24x20:" in err and "/12 [" in err and "tile/s" in err  # and, under it, the tiles of the image
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "kwargs"),
+    [("--dtype", "bfloat16", {"dtype": torch.bfloat16}), ("--batch-size", "3", {"batch_size": 3})],
+)
+def test_dtype_and_batch_size_are_those_of_the_api(
+    option: str, value: str, kwargs: dict[str, object], tmp_path: Path, ckpt: Path, model: sapnet.DerainNet
+) -> None:
+    image = write_rgb(tmp_path / "a.png")
+    assert derain(image, "-o", tmp_path / "out", option, value, ckpt=ckpt) == 0
+    want = tensor_to_array(sapnet.derain(sapnet.read_image(image), model, tile=8, tile_overlap=2, **kwargs))
+    np.testing.assert_array_equal(read_png(tmp_path / "out" / "a.png"), want)
 
 
 def test_tile_overlap_must_be_smaller_than_tile(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -163,6 +227,32 @@ def test_existing_output_is_skipped_unless_overwrite(
     assert derain(image, "-o", tmp_path / "out", "--overwrite", ckpt=ckpt) == 0
     assert "derained 1, skipped 0 existing, failed 0" in capsys.readouterr().out
     np.testing.assert_array_equal(read_png(stale), expected(model, image))
+
+
+@pytest.mark.parametrize("case", ["below-a-file", "not-writable"])
+def test_unusable_output_folder_exits_2_before_any_work(
+    case: str, tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = [write_rgb(tmp_path / "in" / f"{k}.png", k) for k in range(3)]
+    if case == "below-a-file":
+        (tmp_path / "file").write_text("")
+        out, phrase = tmp_path / "file" / "out", "cannot create output folder"
+    else:  # a read-only folder, as seen by a user that is not root (root may write anywhere)
+        out, phrase = tmp_path / "ro", "cannot write to output folder"
+        out.mkdir()
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr("sapnet.cli.derain.tempfile.mkstemp", refuse)
+    reads: list[Path] = []
+    monkeypatch.setattr("sapnet.cli.derain.read_image_with_meta", lambda p: reads.append(p) or read_image_with_meta(p))
+
+    assert derain(*images, "-o", out, ckpt=ckpt) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and phrase in err and str(out) in err
+    assert reads == []
 
 
 def test_same_stem_fails_the_second_input(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -225,6 +315,59 @@ def test_grayscale_and_rgba_become_rgb_with_a_warning(
     warning_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warning_lines) == 1 and what in warning_lines[0] and str(image) in warning_lines[0]
     np.testing.assert_array_equal(read_png(tmp_path / "out" / "a.png"), expected(model, image))
+
+
+def test_recursive_mirrors_sub_folders(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in"
+    write_rgb(src / "top.png", 1)
+    write_rgb(src / "day1" / "a.png", 2)
+    write_rgb(src / "day1" / "late" / "a.jpg", 3)  # same stem as day1/a.png, other folder: no clash
+    write_rgb(src / ".thumbs" / "x.png", 4)  # hidden folders are not searched
+    assert derain(src, "-o", tmp_path / "flat", ckpt=ckpt) == 0
+    assert sorted(p.relative_to(tmp_path / "flat").as_posix() for p in (tmp_path / "flat").rglob("*")) == ["top.png"]
+
+    out = src / "derained"  # inside the input folder: never searched, so a second run finds only the inputs
+    for run, summary in ((1, "derained 3, skipped 0 existing"), (2, "derained 0, skipped 3 existing")):
+        assert derain(src, "-o", out, "--recursive", ckpt=ckpt) == 0, run
+        assert summary in capsys.readouterr().out
+    found = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert found == ["day1/a.png", "day1/late/a.png", "top.png"]
+
+
+def test_16bit_input_gives_16bit_output(tmp_path: Path, ckpt: Path, model: sapnet.DerainNet) -> None:
+    values = np.random.default_rng(0).integers(0, 65536, (SIZE[1], SIZE[0], 3), dtype=np.uint16)
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in values)
+    header = struct.pack(">IIBBBBB", SIZE[0], SIZE[1], 16, 2, 0, 0, 0)
+    source = tmp_path / "in16.png"
+    source.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b"")
+    )
+    assert derain(source, "-o", tmp_path / "out", ckpt=ckpt) == 0
+    out = tmp_path / "out" / "in16.png"
+    assert out.read_bytes()[24] == 16  # IHDR bit depth
+    x, meta = read_image_with_meta(source)
+    result, out_meta = read_image_with_meta(out)
+    assert meta.bits == out_meta.bits == 16
+    want = tensor_to_array(sapnet.derain(x, model, tile=8, tile_overlap=2), np.uint16)
+    np.testing.assert_array_equal(tensor_to_array(result, np.uint16), want)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def test_icc_profile_and_exif_are_kept(tmp_path: Path, ckpt: Path) -> None:
+    icc = b"a stand-in ICC profile " * 4
+    exif = Image.Exif()
+    exif[0x010F] = "RainCam"  # Make
+    exif[0x0112] = 8  # Orientation: rotate 90 degrees counter-clockwise to view
+    source = tmp_path / "photo.jpg"
+    Image.new("RGB", SIZE, (90, 120, 150)).save(source, icc_profile=icc, exif=exif.tobytes())
+    assert derain(source, "-o", tmp_path / "out", ckpt=ckpt) == 0
+    with Image.open(tmp_path / "out" / "photo.png") as im:
+        assert im.size == SIZE[::-1]  # upright
+        assert im.info.get("icc_profile") == icc
+        assert im.getexif().get(0x010F) == "RainCam" and 0x0112 not in im.getexif()
 
 
 # --- model selection -------------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ from sapnet.data import (
     find_pairs,
     get_benchmark,
     natural_sort_key,
+    read_image,
 )
+from sapnet.data.image import format_size
 
 W, H = 8, 6
 
@@ -317,6 +319,29 @@ def test_corrupt_image_raises_when_read(tmp_path: Path) -> None:
     ds[0]
     with pytest.raises(ImageReadError, match=r"002\.png"):
         ds[1]
+
+
+@pytest.mark.parametrize(
+    ("mode", "found", "action"),
+    [
+        ("L", "is grayscale (1 channel)", "replicated to 3 RGB channels"),
+        ("RGBA", "has an alpha channel", "alpha dropped, RGB kept"),
+        ("CMYK", "has mode CMYK", "converted to RGB"),
+    ],
+)
+def test_conversion_warning_parts(tmp_path: Path, mode: str, found: str, action: str) -> None:
+    path = _img(tmp_path / "a.tif", 50, mode=mode)
+    with pytest.warns(ImageConversionWarning) as caught:
+        read_image(path)
+    (w,) = [c.message for c in caught]
+    assert isinstance(w, ImageConversionWarning)
+    assert (w.what, w.found, w.action) == (str(path), found, action)
+    assert str(w) == f"{path} {found}: {action}"
+
+
+@pytest.mark.parametrize(("shape", "text"), [((3, 6, 8), "8x6"), ((2, 3, 321, 481), "481x321"), ((5, 7), "7x5")])
+def test_format_size_is_width_by_height(shape: tuple[int, ...], text: str) -> None:
+    assert format_size(torch.zeros(shape)) == text
 
 
 def test_grayscale_clean_converted_with_warning(tmp_path: Path) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import struct
+import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,18 @@ from PIL import Image
 
 import sapnet
 from sapnet import DerainNet, ImageConversionWarning, ImageReadError, derain, read_image, write_image
-from sapnet.inference.tiling import DEFAULT_TILE_OVERLAP, blend_window, tile_starts, tiled_apply
+from sapnet.inference import network_width
+from sapnet.inference.tiling import (
+    ACTIVATION_BYTES_PER_PIXEL_CHANNEL,
+    DEFAULT_MEMORY_BUDGET,
+    DEFAULT_TILE,
+    DEFAULT_TILE_OVERLAP,
+    activation_bytes,
+    blend_window,
+    choose_tile,
+    tile_starts,
+    tiled_apply,
+)
 
 H, W = 19, 26
 
@@ -206,6 +220,29 @@ def test_unsupported_inputs(model: DerainNet, image: Any, error: type[Exception]
         derain([np.zeros((4, 4, 3), np.uint8), image], model)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda a: a.astype(np.float32),  # np.asarray(pil_image).astype(np.float32): the [0, 255] scale
+        lambda a: torch.from_numpy(a).permute(2, 0, 1).float(),
+        lambda a: Image.fromarray(a[:, :, 0].astype(np.float32), mode="F"),
+    ],
+    ids=["float-array", "float-tensor", "pil-F"],
+)
+def test_float_image_on_the_255_scale_is_refused(model: DerainNet, rng: np.random.Generator, make: Any) -> None:
+    a = rand_uint8(rng)
+    a[0, 0] = 255
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\].*maximum of 255.*255"):
+        derain(make(a), model)
+
+
+@pytest.mark.parametrize("peak", [1.0, 1.005])
+def test_float_image_slightly_above_1_is_accepted(model: DerainNet, peak: float) -> None:
+    x = torch.full((3, H, W), 0.5)
+    x[0, 0, 0] = peak
+    assert derain(x, model).shape == (3, H, W)
+
+
 @pytest.mark.parametrize("tile", [None, 16])
 def test_input_not_modified(model: DerainNet, rng: np.random.Generator, tile: int | None) -> None:
     x = rand_tensor(2, 3, H, W)
@@ -323,7 +360,7 @@ def test_tile_starts_rejects_bad_overlap(overlap: int) -> None:
 def test_derain_rejects_bad_tile(model: DerainNet) -> None:
     x = rand_tensor(3, H, W)
     with pytest.raises(ValueError, match="tile"):
-        derain(x, model, tile=0)
+        derain(x, model, tile=-1)
     with pytest.raises(ValueError, match="overlap"):
         derain(x, model, tile=8, tile_overlap=8)
 
@@ -364,6 +401,71 @@ def test_tiled_apply_calls_fn_in_batches() -> None:
     torch.testing.assert_close(out, x * 2)
     n_tiles = len(tile_starts(20, 10, 2)) * len(tile_starts(30, 10, 2))
     assert sum(calls) == n_tiles and max(calls) == 4
+
+
+# --- the default: whole images within a memory budget, tiled above it ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "channels", "budget", "tile"),
+    [
+        (321, 481, 32, DEFAULT_MEMORY_BUDGET, 0),  # Rain100L
+        (1360, 2000, 32, DEFAULT_MEMORY_BUDGET, 0),  # 2.7 MP
+        (4000, 5000, 32, DEFAULT_MEMORY_BUDGET, DEFAULT_TILE),  # 20 MP
+        (1500, 2000, 32, DEFAULT_MEMORY_BUDGET, DEFAULT_TILE),  # 3 MP
+        (1500, 2000, 16, DEFAULT_MEMORY_BUDGET, 0),  # a narrower network fits more pixels
+        (10, 10, 8, 10 * 10 * 8 * ACTIVATION_BYTES_PER_PIXEL_CHANNEL, 0),  # exactly at the budget
+        (10, 10, 8, 10 * 10 * 8 * ACTIVATION_BYTES_PER_PIXEL_CHANNEL - 1, DEFAULT_TILE),
+    ],
+)
+def test_choose_tile(h: int, w: int, channels: int, budget: int, tile: int) -> None:
+    assert choose_tile(h, w, channels, budget) == tile
+
+
+def test_activation_bytes_grow_with_pixels_width_and_batch() -> None:
+    one = activation_bytes(100, 200, 32)
+    assert one == 100 * 200 * 32 * ACTIVATION_BYTES_PER_PIXEL_CHANNEL
+    assert (
+        activation_bytes(200, 200, 32)
+        == 2 * one
+        == activation_bytes(100, 200, 64)
+        == activation_bytes(100, 200, 32, batch=2)
+    )
+
+
+def test_network_width() -> None:
+    assert network_width(make_model(channels=8)) == 8
+    assert network_width(torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.Conv2d(5, 3, 3))) == 5
+    assert network_width(torch.nn.Identity()) == 32
+
+
+def test_default_is_whole_within_the_budget_and_tiled_above(model: DerainNet) -> None:
+    x = rand_tensor(3, 40, DEFAULT_TILE + 60)  # two tiles wide
+    whole, tiled = derain(x, model, tile=0), derain(x, model, tile=DEFAULT_TILE)
+    assert not torch.equal(whole, tiled)  # so that the comparisons below tell the two apart
+    assert torch.equal(derain(x, model), whole)
+    assert torch.equal(derain(x, model, memory_budget=activation_bytes(40, DEFAULT_TILE + 60, 8)), whole)
+    assert torch.equal(derain(x, model, memory_budget=activation_bytes(40, DEFAULT_TILE + 60, 8) - 1), tiled)
+
+
+def test_default_batches_whole_images_only_within_the_budget(model: DerainNet) -> None:
+    calls: list[int] = []
+    model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    images = [rand_tensor(3, H, W, seed=k) for k in range(4)]
+    derain(images, model, batch_size=4)
+    derain(images, model, batch_size=4, memory_budget=activation_bytes(H, W, 8, batch=2))
+    assert calls == [4, 2, 2]
+
+
+def test_tile_progress_bar(model: DerainNet, capsys: pytest.CaptureFixture[str]) -> None:
+    x = rand_tensor(3, 20, 30)
+    quiet = derain(x, model, tile=10, tile_overlap=2)
+    assert capsys.readouterr().err == ""  # opt-in
+    shown = derain(x, model, tile=10, tile_overlap=2, progress=True)
+    err = capsys.readouterr().err
+    n_tiles = len(tile_starts(20, 10, 2)) * len(tile_starts(30, 10, 2))
+    assert f"/{n_tiles} [" in err and "tile/s" in err and "<" in err  # count, unit and ETA
+    assert torch.equal(shown, quiet)
 
 
 # --- models, dtypes ----------------------------------------------------------------------------------------
@@ -513,3 +615,75 @@ def test_read_8bit_grayscale_png(tmp_path: Path, rng: np.random.Generator) -> No
     with pytest.warns(ImageConversionWarning, match="grayscale"):
         x = read_image(path)
     torch.testing.assert_close(x[1], torch.from_numpy(values).float() / 255, rtol=0, atol=0)
+
+
+# --- 16-bit files, ICC profiles and EXIF ---------------------------------------------------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png16(path: Path, values: np.ndarray) -> Path:
+    """A 16-bit RGB (HxWx3) or RGBA (HxWx4) PNG, encoded here: unfiltered scanlines, no other chunks."""
+    h, w, c = values.shape
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in values)
+    header = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
+    chunks = _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
+    return path
+
+
+def _bit_depth(path: Path) -> int:
+    data = path.read_bytes()
+    assert data[12:16] == b"IHDR"
+    return data[24]
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_read_16bit_rgb_png_at_full_precision(tmp_path: Path, rng: np.random.Generator, channels: int) -> None:
+    values = rng.integers(0, 65536, size=(H, W, channels), dtype=np.uint16)
+    values[0, 0, :3] = [0, 255, 65535]  # values Pillow's 8-bit decoding cannot tell apart from others
+    path = _png16(tmp_path / "rgb16.png", values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImageConversionWarning)  # RGBA: alpha dropped
+        x, meta = sapnet.data.read_image_with_meta(path)
+        assert torch.equal(read_image(path), x)
+    assert meta.bits == 16
+    np.testing.assert_array_equal((x.permute(1, 2, 0).numpy() * 65535).round(), values[:, :, :3])
+
+
+def test_write_16bit_png_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
+    values = rng.integers(0, 65536, size=(300, 7, 3), dtype=np.uint16)  # more rows than one compressed block
+    x = torch.from_numpy(values.astype(np.float32) / 65535).permute(2, 0, 1)
+    path = write_image(x, tmp_path / "out16.png", sapnet.data.ImageMeta(bits=16))
+    assert _bit_depth(path) == 16
+    with Image.open(path) as im:  # what Pillow sees (the high bytes) agrees: a valid PNG
+        np.testing.assert_array_equal(np.asarray(im), values >> 8)
+    back, meta = sapnet.data.read_image_with_meta(path)
+    assert meta.bits == 16
+    np.testing.assert_array_equal((back.permute(1, 2, 0).numpy() * 65535).round(), values)
+
+
+def test_16bit_output_only_as_png(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="PNG only"):
+        write_image(torch.zeros(3, 4, 4), tmp_path / "a.tif", sapnet.data.ImageMeta(bits=16))
+
+
+@pytest.mark.parametrize(("suffix", "bits"), [(".jpg", 8), (".png", 8), (".png", 16)])
+def test_icc_profile_and_exif_are_kept_and_orientation_applied(tmp_path: Path, suffix: str, bits: int) -> None:
+    icc = b"a stand-in ICC profile " * 4
+    exif = Image.Exif()
+    exif[0x010F] = "RainCam"  # Make
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    source = tmp_path / f"in{suffix}"
+    Image.new("RGB", (W, H), (10, 20, 30)).save(source, icc_profile=icc, exif=exif.tobytes())
+    x, meta = sapnet.data.read_image_with_meta(source)
+    assert x.shape == (3, W, H)  # upright
+    assert meta.icc_profile == icc and meta.bits == 8
+    out = write_image(x, tmp_path / "out.png", sapnet.data.ImageMeta(bits, meta.icc_profile, meta.exif))
+    assert _bit_depth(out) == bits
+    with Image.open(out) as im:
+        assert im.size == (H, W) and im.info.get("icc_profile") == icc
+        kept = im.getexif()
+        assert kept.get(0x010F) == "RainCam" and 0x0112 not in kept  # pixels are upright: no second rotation

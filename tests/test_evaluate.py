@@ -165,8 +165,9 @@ def test_bad_pairs_are_skipped_and_listed(tmp_path: Path, ckpt: Path) -> None:
     assert rainy.n == 2
     reasons = dict(rainy.skipped)
     assert set(reasons) == {"003", "004", "005"}
-    assert "003.png" in reasons["003"] and "(32, 42)" in reasons["003"]
+    assert "003.png" in reasons["003"] and "42x32" in reasons["003"]
     assert "grayscale" in reasons["004"] and "004.png" in reasons["004"]
+    assert "replicated" not in reasons["004"]  # the pair is skipped, not converted: one wording, no contradiction
     assert "005.png" in reasons["005"]
     assert len(messages) == 3 and all("skipping bad/" in m for m in messages)
     md = (tmp_path / "out" / "table.md").read_text()

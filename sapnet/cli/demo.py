@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import sapnet
-from sapnet.data import demo_dataset
+from sapnet.data import demo_dataset, list_images
 from sapnet.evaluation import Method, comparison_grid, evaluate
 from sapnet.models import DEFAULT_MODEL, DerainNet, WeightsError
 from sapnet.training import TrainConfig, Trainer
@@ -78,7 +78,7 @@ def _real_images(shared: Path, model: DerainNet | None, out: Path, count: int) -
         print(f"(no default weights or no {rain100l}: skipping the real-image part)")
         return
     rows = []
-    for rainy_path in sorted((rain100l / "rain").glob("*.png"))[:count]:
+    for rainy_path in list_images(rain100l / "rain")[:count]:
         rainy = sapnet.read_image(rainy_path)
         derained = sapnet.derain(rainy, model)
         sapnet.write_image(derained, out / rainy_path.name)

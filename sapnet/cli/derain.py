@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,13 +17,30 @@ from PIL import Image
 from tqdm import tqdm
 
 import sapnet
-from sapnet.data import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
-from sapnet.inference import DEFAULT_TILE, DEFAULT_TILE_OVERLAP
+from sapnet.data import IMAGE_EXTENSIONS, ImageReadError, read_image_with_meta, write_image
+from sapnet.data.listing import list_images, natural_sort_key
+from sapnet.inference import (
+    DEFAULT_MEMORY_BUDGET,
+    DEFAULT_TILE,
+    DEFAULT_TILE_OVERLAP,
+    activation_bytes,
+    choose_tile,
+    network_width,
+)
 from sapnet.models import DEFAULT_MODEL, CheckpointError, DerainNet, load_model
 
-__all__ = ["Job", "add_parser", "expand_inputs", "plan_jobs", "run"]
+__all__ = ["Job", "Source", "add_parser", "expand_inputs", "plan_jobs", "run"]
 
 _FileId = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Source:
+    """An input file, and the folder under OUTDIR that its output goes to: ``Path()`` (OUTDIR itself), or with
+    ``--recursive`` the file's sub-folder within the folder that was given."""
+
+    path: Path
+    subfolder: Path = Path()
 
 
 @dataclass
@@ -40,19 +59,49 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _tile(text: str) -> int | None:
+    return None if text.strip().lower() == "auto" else _non_negative_int(text)
+
+
+def _gibibytes(text: str) -> int:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return int(value * 2**30)
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "derain",
         help="derain images (files, folders, glob patterns) into lossless PNGs",
         description="Derain image files, folders and glob patterns into OUTDIR/<input name>.png (lossless). "
         "Inputs are never overwritten; existing outputs are skipped unless --overwrite. "
-        "Exit status: 0 all done, 1 some images failed, 2 usage or checkpoint error.",
+        "Exit status: 0 all done, 1 some images failed, 2 usage or checkpoint error, or an output folder that "
+        "cannot be created or written (checked before any image is read).",
     )
     p.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image file, folder (its image files, not recursive) or quoted glob pattern (e.g. 'rain/*.jpg')",
+        help="image file, folder (its image files; with --recursive those of its sub-folders too) or quoted glob "
+        "pattern (e.g. 'rain/*.jpg')",
+    )
+    p.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="also derain the images in the sub-folders of folder inputs, mirroring the sub-folders in OUTDIR "
+        "(the output folder itself is never searched)",
     )
     p.add_argument(
         "-o",
@@ -60,7 +109,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=Path,
         required=True,
         metavar="OUTDIR",
-        help="output folder; each image is written as OUTDIR/<input name>.png",
+        help="output folder; each image is written as OUTDIR/<input name>.png, as 16-bit PNG for 16-bit inputs, "
+        "with the input's ICC colour profile and EXIF (orientation applied)",
     )
     weights = p.add_mutually_exclusive_group()
     weights.add_argument(
@@ -84,10 +134,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--tile",
-        type=_non_negative_int,
-        default=DEFAULT_TILE,
-        metavar="N",
-        help=f"process images in overlapping N x N tiles to bound memory; 0: whole images (default: {DEFAULT_TILE})",
+        type=_tile,
+        default=None,
+        metavar="N|auto",
+        help="process images in overlapping N x N tiles to bound memory; 0: whole images; auto (default): each "
+        "image whole when its estimated activation memory fits --memory-budget, else in "
+        f"{DEFAULT_TILE} x {DEFAULT_TILE} tiles (the rule of sapnet.derain and sapnet evaluate)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=_gibibytes,
+        default=DEFAULT_MEMORY_BUDGET,
+        metavar="GIB",
+        help=f"activation memory for --tile auto, in GiB (default: {DEFAULT_MEMORY_BUDGET / 2**30:g}: whole "
+        "images up to about 2.7 megapixels with a 32-channel network)",
     )
     p.add_argument(
         "--tile-overlap",
@@ -95,6 +155,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=DEFAULT_TILE_OVERLAP,
         metavar="N",
         help=f"pixels shared by neighbouring tiles (default: {DEFAULT_TILE_OVERLAP})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="tiles per forward pass (images are processed one at a time; default: 1)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=list(_DTYPES),
+        default="float32",
+        help="precision of the network: bfloat16 / float16 run under autocast (default: float32)",
     )
     p.add_argument("--device", default="cpu", help="where the network runs, e.g. cpu, cuda, cuda:1 (default: cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
@@ -111,65 +184,74 @@ def _file_id(path: Path) -> _FileId | None:
     return st.st_dev, st.st_ino
 
 
-def _folder_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
-def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
+def expand_inputs(
+    inputs: Sequence[str], *, recursive: bool = False, exclude: Path | None = None
+) -> tuple[list[Source], list[str]]:
     """The files named by ``inputs`` in order, each once, and an error message for each input naming none.
 
-    An input is an existing file (taken whatever its extension), a folder (its files with an image
-    extension, sorted, not recursive) or a glob pattern (``**`` recursive) whose matches are taken as if each
-    had been given.
+    An input is an existing file (taken whatever its extension), a folder (its image files as listed by
+    :func:`sapnet.data.listing.list_images`: natural order, hidden files skipped; with ``recursive`` those
+    of its sub-folders too, each keeping its sub-folder) or a glob pattern (``**`` recursive) whose matches
+    are taken as if each had been given. Files inside ``exclude`` (the output folder) are left out of folders
+    searched recursively, so that a second run does not derain the outputs of the first.
     """
-    files: list[Path] = []
+    sources: list[Source] = []
     errors: list[str] = []
     seen: set[_FileId] = set()
+    skip = exclude.resolve() if exclude is not None else None
 
-    def add(path: Path) -> None:
+    def add(path: Path, subfolder: Path = Path()) -> None:
         fid = _file_id(path)
         if fid is None or fid not in seen:
-            files.append(path)
+            sources.append(Source(path, subfolder))
         if fid is not None:
             seen.add(fid)
+
+    def add_folder(folder: Path) -> int:
+        found = list_images(folder, recursive=recursive)
+        if recursive and skip is not None:
+            found = [f for f in found if not f.resolve().is_relative_to(skip)]
+        for f in found:
+            add(f, f.parent.relative_to(folder))
+        return len(found)
 
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = _folder_images(path)
-            if not found:
-                errors.append(f"{item}: folder has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-            for f in found:
-                add(f)
+            if not add_folder(path):
+                where = "or its sub-folders " if recursive else ""
+                extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+                errors.append(f"{item}: folder {where}has no image files ({extensions})")
         elif path.exists() or not glob.has_magic(item):
             add(path)  # a missing file is reported when it is read
         else:
-            matches = sorted(glob.glob(item, recursive=True))
+            matches = sorted(glob.glob(item, recursive=True), key=natural_sort_key)
             if not matches:
                 errors.append(f"{item}: no files match this pattern")
             for m in matches:
-                mp = Path(m)
-                for f in _folder_images(mp) if mp.is_dir() else [mp]:
-                    add(f)
-    return files, errors
+                if Path(m).is_dir():
+                    add_folder(Path(m))
+                else:
+                    add(Path(m))
+    return sources, errors
 
 
-def plan_jobs(files: Sequence[Path], outdir: Path) -> list[Job]:
-    """Pair each input with ``outdir/<stem>.png``, marking as errors the outputs that would overwrite an
-    input and those already claimed by an earlier input with the same stem (compared case-insensitively,
-    for case-insensitive file systems)."""
-    input_ids = {fid for f in files if (fid := _file_id(f)) is not None}
+def plan_jobs(sources: Sequence[Source], outdir: Path) -> list[Job]:
+    """Pair each input with ``outdir/<subfolder>/<stem>.png``, marking as errors the outputs that would
+    overwrite an input and those already claimed by an earlier input with the same output name (compared
+    case-insensitively, for case-insensitive file systems)."""
+    input_ids = {fid for src in sources if (fid := _file_id(src.path)) is not None}
     claimed: dict[str, Path] = {}
     jobs = []
-    for src in files:
-        out = outdir / f"{src.stem}.png"
-        job = Job(src, out)
-        key = src.stem.casefold()
+    for src in sources:
+        out = outdir / src.subfolder / f"{src.path.stem}.png"
+        job = Job(src.path, out)
+        key = (src.subfolder / src.path.stem).as_posix().casefold()
         if key in claimed:
             job.error = f"same output name as {claimed[key]} ({out}); rename one or derain it separately"
         elif _file_id(out) in input_ids:
             job.error = f"output {out} is an input file and is never overwritten; choose another -o folder"
-        claimed.setdefault(key, src)
+        claimed.setdefault(key, src.path)
         jobs.append(job)
     return jobs
 
@@ -182,6 +264,25 @@ def _load(args: argparse.Namespace) -> tuple[DerainNet, torch.device]:
     return model.to(device), device
 
 
+def _output_folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot receive the outputs, or ``None`` if it can: a probe file is written (and removed) in
+    it or, when it does not exist yet, in its nearest existing parent, where it would be created; nothing is
+    left behind."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path.cwd())
+    if not existing.is_dir():
+        if existing == folder:
+            return f"output folder {folder} exists and is not a folder"
+        return f"cannot create output folder {folder}: {existing} is not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sapnet-write-test.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        action = "write to" if existing == folder else f"create (in {existing})"
+        return f"cannot {action} output folder {folder}: {e.strerror or _one_line(e)}"
+    return None
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
@@ -192,11 +293,13 @@ def run(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
 
-    if args.tile and args.tile_overlap >= args.tile:
-        say(f"error: --tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
+    largest_tile = DEFAULT_TILE if args.tile is None else args.tile
+    if largest_tile and args.tile_overlap >= largest_tile:
+        say(f"error: --tile-overlap ({args.tile_overlap}) must be smaller than --tile ({largest_tile})")
         return 2
-    if args.output.exists() and not args.output.is_dir():
-        say(f"error: output folder {args.output} exists and is not a folder")
+    problem = _output_folder_problem(args.output)
+    if problem is not None:
+        say(f"error: {problem}")
         return 2
     try:
         model, device = _load(args)
@@ -210,12 +313,14 @@ def run(args: argparse.Namespace) -> int:
         say(f"error: cannot use device {args.device!r}: {_one_line(e)}")
         return 2
 
-    files, input_errors = expand_inputs(args.inputs)
+    sources, input_errors = expand_inputs(args.inputs, recursive=args.recursive, exclude=args.output)
     for message in input_errors:
         say(f"error: {message}")
     done = skipped = 0
     failed = len(input_errors)
-    jobs = plan_jobs(files, args.output)
+    width = network_width(model)
+    ways: dict[str, int] = {}  # "whole" / "in NxN tiles" -> images derained that way
+    jobs = plan_jobs(sources, args.output)
     for job in tqdm(jobs, desc="derain", unit="image", file=sys.stderr, disable=None):
         if job.error is not None:
             say(f"error: {job.source}: {job.error}")
@@ -228,11 +333,28 @@ def run(args: argparse.Namespace) -> int:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                image = read_image(job.source)
-            for w in caught:
-                say(f"warning: {w.message}")
-            result = sapnet.derain(image, model, device=device, tile=args.tile or None, tile_overlap=args.tile_overlap)
-            write_image(result, job.output)
+                image, meta = read_image_with_meta(job.source)
+            for note in caught:
+                say(f"warning: {note.message}")
+            h, w = image.shape[-2:]
+            tile = args.tile if args.tile is not None else choose_tile(h, w, width, args.memory_budget)
+            if tile and args.tile is None:
+                need = activation_bytes(h, w, width) / 2**30
+                say(
+                    f"note: {job.source}: {w}x{h} would need about {need:.1f} GiB whole, over the "
+                    f"--memory-budget of {args.memory_budget / 2**30:g} GiB: derained in {tile}x{tile} tiles"
+                )
+            result = sapnet.derain(
+                image,
+                model,
+                device=device,
+                tile=tile,
+                tile_overlap=args.tile_overlap,
+                batch_size=args.batch_size,
+                dtype=_DTYPES[args.dtype],
+                progress=None,
+            )
+            write_image(result, job.output, meta)
         except ImageReadError as e:
             say(f"error: {_one_line(e)}")
             failed += 1
@@ -245,5 +367,8 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
         else:
             done += 1
-    print(f"derained {done}, skipped {skipped} existing, failed {failed}")
+            way = f"in {tile}x{tile} tiles" if tile else "whole"
+            ways[way] = ways.get(way, 0) + 1
+    how = f" ({', '.join(f'{n} {way}' for way, n in ways.items())})" if ways else ""
+    print(f"derained {done}, skipped {skipped} existing, failed {failed}{how}")
     return 1 if failed else 0

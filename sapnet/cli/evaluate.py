@@ -78,7 +78,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for tables, per-image CSV, grids")
     p.add_argument("--device", default=None, help="where networks run (default: cpu)")
-    p.add_argument("--tile", type=int, default=None, metavar="N", help="derain in N x N tiles (default: whole)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        metavar="N",
+        help="derain in N x N tiles; 0: whole images (default: as sapnet.derain, whole when the image fits the "
+        "default memory budget, else 448 tiles)",
+    )
     p.add_argument("--grid-images", type=int, default=4, metavar="K", help="images per comparison grid")
     p.add_argument(
         "--limit", type=_positive_int, default=None, metavar="N", help="score the first N images of each dataset"

@@ -13,21 +13,23 @@ from sapnet.data.datasets import (
     detect_layout,
     find_images,
     find_pairs,
-    natural_sort_key,
 )
 from sapnet.data.download import DATASETS, DownloadError, DownloadInfo, download
 from sapnet.data.embedded import demo_dataset
 from sapnet.data.image import (
     IMAGE_EXTENSIONS,
     ImageConversionWarning,
+    ImageMeta,
     ImageReadError,
     array_to_tensor,
     pil_to_tensor,
     read_image,
+    read_image_with_meta,
     tensor_to_array,
     tensor_to_pil,
     write_image,
 )
+from sapnet.data.listing import list_images, natural_sort_key
 from sapnet.data.registry import BENCHMARKS, BenchmarkInfo, check_benchmark, get_benchmark
 from sapnet.data.synthesis import RAIN_PRESETS, RainParams, RainSynthesizer, synthesize_rain
 
@@ -46,6 +48,7 @@ __all__ = [
     "DownloadError",
     "DownloadInfo",
     "ImageConversionWarning",
+    "ImageMeta",
     "ImagePair",
     "ImageReadError",
     "LayoutNotFoundError",
@@ -62,9 +65,11 @@ __all__ = [
     "find_images",
     "find_pairs",
     "get_benchmark",
+    "list_images",
     "natural_sort_key",
     "pil_to_tensor",
     "read_image",
+    "read_image_with_meta",
     "synthesize_rain",
     "tensor_to_array",
     "tensor_to_pil",

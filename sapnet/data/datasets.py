@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
-from sapnet.data.image import IMAGE_EXTENSIONS, read_image
+from sapnet.data.image import format_size, read_image
+from sapnet.data.listing import is_image_file, list_images, natural_sort_key, plural, summarise
 
 __all__ = [
     "LAYOUTS",
@@ -52,10 +52,7 @@ __all__ = [
     "detect_layout",
     "find_images",
     "find_pairs",
-    "natural_sort_key",
 ]
-
-_LIST_LIMIT = 10
 
 
 class DatasetError(ValueError):
@@ -86,32 +83,8 @@ class ImagePair:
     clean: Path
 
 
-def natural_sort_key(text: str) -> tuple[Any, ...]:
-    """Sort key that orders digit runs by value (``img2`` before ``img10``), ignoring case for the rest."""
-    parts = re.split(r"([0-9]+)", text)
-    # re.split with a capturing group alternates text (even index) and digits (odd index), so the elements
-    # compared at any position are always of the same type.
-    return (*(int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)), text)
-
-
 def _natural_path_key(path: Path) -> tuple[Any, ...]:
     return natural_sort_key(path.name)
-
-
-def _is_image_file(path: Path) -> bool:
-    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
-
-
-def _summarise(items: list[str], limit: int = _LIST_LIMIT) -> str:
-    """``a, b, c`` or ``a, b, ... (and 5 more; 15 in all)``."""
-    items = sorted(items, key=natural_sort_key)
-    if len(items) <= limit:
-        return ", ".join(items)
-    return f"{', '.join(items[:limit])}, ... (and {len(items) - limit} more; {len(items)} in all)"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 class _Listing:
@@ -127,7 +100,7 @@ class _Listing:
                 continue
             if entry.is_dir():
                 self.dirs.setdefault(entry.name.casefold(), []).append(entry)
-            elif _is_image_file(entry):
+            elif is_image_file(entry):
                 self.images.append(entry)
             else:
                 self.others.append(entry.name)
@@ -143,16 +116,12 @@ class _Listing:
         parts = []
         if self.dirs:
             folders = [f"{p.name}/" for ps in self.dirs.values() for p in ps]
-            parts.append(f"folders {_summarise(folders)}")
+            parts.append(f"folders {summarise(folders)}")
         if self.images:
-            parts.append(f"{_plural(len(self.images), 'image file')} ({_summarise([p.name for p in self.images])})")
+            parts.append(f"{plural(len(self.images), 'image file')} ({summarise([p.name for p in self.images])})")
         if self.others:
-            parts.append(f"other files {_summarise(self.others)}")
+            parts.append(f"other files {summarise(self.others)}")
         return "; ".join(parts) if parts else "nothing (the folder is empty)"
-
-
-def _folder_images(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if _is_image_file(p)), key=_natural_path_key)
 
 
 # A side of a layout: where its images are, and how a file name gives the pair key and the pair name.
@@ -201,7 +170,7 @@ class _TwoFolders(_Layout):
         for label, name in (("rainy", self.rainy_dir), ("clean", self.clean_dir)):
             folder = listing.subdir(name)
             assert folder is not None
-            sides.append(_Side(label, f"{folder.name}/", _folder_images(folder), _stem_key, _subfolder_hint(folder)))
+            sides.append(_Side(label, f"{folder.name}/", list_images(folder), _stem_key, _subfolder_hint(folder)))
         return sides[0], sides[1], []
 
 
@@ -209,7 +178,7 @@ def _subfolder_hint(folder: Path) -> str:
     subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if not subs:
         return ""
-    return f" (it holds {_plural(len(subs), 'sub-folder')}; images are not searched recursively)"
+    return f" (it holds {plural(len(subs), 'sub-folder')}; images are not searched recursively)"
 
 
 _PRENET_RAINY = re.compile(r"(?:rain[-_]?)?([0-9]+)", re.IGNORECASE)
@@ -245,9 +214,9 @@ class _PReNet(_Layout):
         where = "norain-NNN files in the root"
         clean_dir = listing.subdir("norain")
         if clean_dir is not None:
-            clean_files = sorted([*clean_files, *_folder_images(clean_dir)], key=_natural_path_key)
+            clean_files = sorted([*clean_files, *list_images(clean_dir)], key=_natural_path_key)
             where = f"{clean_dir.name}/" if not self._root_clean(listing) else f"{where} and {clean_dir.name}/"
-        rainy_files = _folder_images(rainy_dir)
+        rainy_files = list_images(rainy_dir)
         rainy = _Side(
             "rainy", f"{rainy_dir.name}/", rainy_files, _number_key(_PRENET_RAINY), _subfolder_hint(rainy_dir)
         )
@@ -332,7 +301,7 @@ def _nested_hint(listing: _Listing) -> str:
                     nested.append(f"{folder.name}/")
             except (OSError, DatasetError):
                 continue
-    return f" Its sub-folders {_summarise(nested)} follow a layout: give one of them as root." if nested else ""
+    return f" Its sub-folders {summarise(nested)} follow a layout: give one of them as root." if nested else ""
 
 
 def _detect(listing: _Listing) -> _Layout:
@@ -376,7 +345,7 @@ def _keyed(side: _Side, root: Path) -> tuple[dict[Any, tuple[str, Path]], list[P
     if duplicates:
         raise DatasetError(
             f"{root}: {side.label} files with the same pair name (e.g. 001.png and 001.jpg), "
-            f"so they cannot be paired: {_summarise(duplicates)}"
+            f"so they cannot be paired: {summarise(duplicates)}"
         )
     return keyed, unkeyed
 
@@ -405,11 +374,11 @@ def _pairs_for(listing: _Listing, layout: _Layout) -> list[ImagePair]:
     lonely_clean += [_rel(p, root) for p in clean_unkeyed]
     problems = []
     if lonely_rainy:
-        problems.append(f"{_plural(len(lonely_rainy), 'rainy image')} without a clean one: {_summarise(lonely_rainy)}")
+        problems.append(f"{plural(len(lonely_rainy), 'rainy image')} without a clean one: {summarise(lonely_rainy)}")
     if lonely_clean:
-        problems.append(f"{_plural(len(lonely_clean), 'clean image')} without a rainy one: {_summarise(lonely_clean)}")
+        problems.append(f"{plural(len(lonely_clean), 'clean image')} without a rainy one: {summarise(lonely_clean)}")
     if stray:
-        problems.append(f"images that are neither rainy nor clean: {_summarise([_rel(p, root) for p in stray])}")
+        problems.append(f"images that are neither rainy nor clean: {summarise([_rel(p, root) for p in stray])}")
     if problems:
         raise DatasetError(
             f"{root}: file names do not pair up under layout {layout.name} ({layout.description}); pairs are "
@@ -485,18 +454,14 @@ class PairedImageDataset(Dataset):
         clean = read_image(pair.clean)
         if rainy.shape != clean.shape:
             raise DatasetError(
-                f"pair {pair.name!r}: rainy {pair.rainy} is {_size(rainy)} but clean {pair.clean} is "
-                f"{_size(clean)}; the two images of a pair must have the same size"
+                f"pair {pair.name!r}: rainy {pair.rainy} is {format_size(rainy)} but clean {pair.clean} is "
+                f"{format_size(clean)}; the two images of a pair must have the same size"
             )
         sample: dict[str, Any] = {"rainy": rainy, "clean": clean, "name": pair.name}
         return self.transform(sample) if self.transform is not None else sample
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r}, layout={self.layout!r}, pairs={len(self)})"
-
-
-def _size(x: torch.Tensor) -> str:
-    return f"{x.shape[-1]}x{x.shape[-2]} (WxH)"
 
 
 _UNPAIRED_SUBDIRS = ("rain", "rainy", "input")
@@ -517,7 +482,7 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
         for name in _UNPAIRED_SUBDIRS:
             folder = listing.subdir(name)
             if folder is not None:
-                found = _folder_images(folder)
+                found = list_images(folder)
                 if found:
                     candidates.append((folder, found))
         if len(candidates) > 1:
@@ -540,7 +505,7 @@ def _check_unique_stems(images: Iterable[Path]) -> None:
         else:
             seen[path.stem] = path
     if clashes:
-        raise DatasetError(f"files with the same name but different extensions: {_summarise(clashes)}")
+        raise DatasetError(f"files with the same name but different extensions: {summarise(clashes)}")
 
 
 class UnpairedImageDataset(Dataset):

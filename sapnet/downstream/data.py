@@ -25,15 +25,8 @@ from typing import Literal
 
 import torch
 
-from sapnet.data.datasets import (
-    LayoutNotFoundError,
-    _plural,
-    _summarise,
-    find_images,
-    find_pairs,
-    natural_sort_key,
-)
-from sapnet.data.image import IMAGE_EXTENSIONS
+from sapnet.data.datasets import LayoutNotFoundError, find_images, find_pairs
+from sapnet.data.listing import list_images, plural, summarise
 from sapnet.downstream.targets import BoxTargets, ClassMap
 
 __all__ = ["AnnotationError", "DownstreamItem", "DownstreamSet", "Task", "load_coco", "load_downstream_set"]
@@ -144,7 +137,7 @@ def load_coco(path: str | os.PathLike[str]) -> tuple[dict[str, BoxTargets], dict
             boxes[image_id].append([x, y, x + w, y + h])
             labels[image_id].append(category)
             crowd[image_id].append(bool(ann.get("iscrowd", 0)))
-    problems = [f"{path.name}: dropped {_plural(n, 'annotation')} {why}" for why, n in bad.items()]
+    problems = [f"{path.name}: dropped {plural(n, 'annotation')} {why}" for why, n in bad.items()]
     if unknown_categories:
         ids = ", ".join(f"{c} ({n}x)" for c, n in sorted(unknown_categories.items()))
         problems.append(f"{path.name}: dropped annotations with category ids not in its categories: {ids}")
@@ -184,16 +177,15 @@ def _match_annotations(
             matched[index] = target
     problems = []
     if missing:
-        problems.append(f"{source.name}: {_plural(len(missing), 'annotated image')} not found: {_summarise(missing)}")
+        problems.append(f"{source.name}: {plural(len(missing), 'annotated image')} not found: {summarise(missing)}")
     unannotated = [clean.name for i, (_, clean, _) in enumerate(images) if i not in matched]
     if unannotated:
         problems.append(
-            f"{_plural(len(unannotated), 'image')} without an entry in {source.name}, skipped: "
-            + _summarise(unannotated)
+            f"{plural(len(unannotated), 'image')} without an entry in {source.name}, skipped: " + summarise(unannotated)
         )
     empty = [images[i][1].name for i, t in matched.items() if len(t) == 0]
     if empty:
-        problems.append(f"{_plural(len(empty), 'image')} without objects (kept as negatives): {_summarise(empty)}")
+        problems.append(f"{plural(len(empty), 'image')} without objects (kept as negatives): {summarise(empty)}")
     items = [DownstreamItem(n, c, r, boxes=matched[i]) for i, (n, c, r) in enumerate(images) if i in matched]
     return items, problems
 
@@ -204,9 +196,8 @@ def _match_masks(
     if not masks_dir.is_dir():
         raise AnnotationError(f"mask folder {masks_dir} does not exist")
     masks: dict[str, Path] = {}
-    for path in sorted(masks_dir.rglob("*"), key=lambda p: natural_sort_key(str(p))):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            masks.setdefault(_strip(path.stem, _MASK_SUFFIXES), path)
+    for path in list_images(masks_dir, recursive=True):
+        masks.setdefault(_strip(path.stem, _MASK_SUFFIXES), path)
     items, missing = [], []
     for name, clean, rainy in images:
         mask = masks.get(_strip(clean.stem, _IMAGE_SUFFIXES), masks.get(name))
@@ -217,7 +208,7 @@ def _match_masks(
     problems = []
     if missing:
         problems.append(
-            f"{_plural(len(missing), 'image')} without a mask in {masks_dir}, skipped: " + _summarise(missing)
+            f"{plural(len(missing), 'image')} without a mask in {masks_dir}, skipped: " + summarise(missing)
         )
     return items, problems
 

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from sapnet.data.builder import _quantise, pair_seed
-from sapnet.data.image import ImageReadError, read_image, write_image
+from sapnet.data.image import ImageReadError, format_size, read_image, write_image
 from sapnet.data.synthesis import synthesize_rain
 from sapnet.downstream.data import DownstreamItem, DownstreamSet
 from sapnet.downstream.models import Detector, Segmenter
@@ -175,7 +175,7 @@ def evaluate_downstream(
                     if out is not None:
                         write_image(rainy, rainy_path)
                 if rainy.shape != clean.shape:
-                    raise ImageReadError(f"rainy {tuple(rainy.shape[1:])} and clean {tuple(clean.shape[1:])} differ")
+                    raise ImageReadError(f"rainy {format_size(rainy)} and clean {format_size(clean)} differ")
                 target = task.target(item, (clean.shape[1], clean.shape[2]))
             except (ImageReadError, MaskError) as e:
                 skip(item, str(e))

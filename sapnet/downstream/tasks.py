@@ -182,7 +182,9 @@ class SegmentationTask(DownstreamTask[torch.Tensor, torch.Tensor]):
         for value, count in unknown.items():
             self.unknown_values[value] = self.unknown_values.get(value, 0) + count
         if mask.shape != size:
-            raise MaskError(f"mask {tuple(mask.shape)} and image {tuple(size)} differ in size")
+            raise MaskError(
+                f"mask {mask.shape[-1]}x{mask.shape[-2]} and image {size[1]}x{size[0]} (WxH) differ in size"
+            )
         return mask
 
     def pseudo_target(self, clean_prediction: torch.Tensor) -> torch.Tensor:

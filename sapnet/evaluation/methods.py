@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from sapnet.data import IMAGE_EXTENSIONS, ImageReadError, read_image
+from sapnet.data.image import format_size
 from sapnet.inference import derain
 from sapnet.metrics import quantize
 from sapnet.models import CheckpointError, load_model
@@ -102,7 +103,7 @@ class MethodRunner:
             out = quantize(derain(rainy, method.model, device=self.device, tile=self.tile))
             self.seconds[method.name] = self.seconds.get(method.name, 0.0) + time.perf_counter() - t0
         if out.shape != rainy.shape:
-            raise ImageReadError(f"output is {tuple(out.shape[1:])}, the input {tuple(rainy.shape[1:])}")
+            raise ImageReadError(f"output is {format_size(out)}, the input {format_size(rainy)}")
         return out
 
     @property

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from sapnet.data import ImageConversionWarning, ImageReadError, read_image, write_image
 from sapnet.data.datasets import DatasetError, LayoutNotFoundError, find_images, find_pairs
+from sapnet.data.image import format_size
 from sapnet.data.registry import check_benchmark
 from sapnet.evaluation.grid import comparison_grid
 from sapnet.evaluation.methods import Method, MethodRunner, resolve_methods
@@ -145,7 +146,7 @@ def evaluate(
                     clean = _read_ground_truth(clean_path) if clean_path is not None else None
                     if clean is not None and clean.shape != rainy.shape:
                         raise ImageReadError(
-                            f"{rainy_path} is {tuple(rainy.shape[1:])} but {clean_path} is {tuple(clean.shape[1:])}"
+                            f"{rainy_path} is {format_size(rainy)} but {clean_path} is {format_size(clean)}"
                         )
                 except ImageReadError as e:
                     log(f"skipping {ds.name}/{image_name}: {e}")
@@ -237,7 +238,7 @@ def _read_ground_truth(path: Path) -> torch.Tensor:
         try:
             return read_image(path)
         except ImageConversionWarning as e:
-            raise ImageReadError(f"ground truth must be RGB: {e}") from None
+            raise ImageReadError(f"ground truth must be RGB, but {e.what} {e.found}") from None
 
 
 def _benchmark_warnings(name: str, count: int, rainy_psnr: float | None) -> list[str]:

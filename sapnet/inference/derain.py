@@ -11,12 +11,28 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
-from sapnet.data.image import array_to_tensor, pil_to_tensor, tensor_to_array, tensor_to_pil, to_rgb_channels
-from sapnet.inference.tiling import DEFAULT_TILE_OVERLAP, check_tiling, tiled_apply
+from sapnet.data.image import (
+    array_to_tensor,
+    check_float_range,
+    pil_to_tensor,
+    tensor_to_array,
+    tensor_to_pil,
+    to_rgb_channels,
+)
+from sapnet.inference.tiling import (
+    DEFAULT_MEMORY_BUDGET,
+    DEFAULT_TILE,
+    DEFAULT_TILE_OVERLAP,
+    activation_bytes,
+    check_tiling,
+    choose_tile,
+    tiled_apply,
+)
 from sapnet.models import DEFAULT_MODEL, load_model
 
-__all__ = ["derain", "resolve_model"]
+__all__ = ["derain", "network_width", "resolve_model"]
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray, torch.Tensor)
 
@@ -44,6 +60,7 @@ def _from_input(image: Any, index: int | None) -> list[_Item]:
             x = image.float() / 255
         elif dtype.is_floating_point:
             x = image.float()
+            check_float_range(x, where)
         else:
             raise TypeError(f"{where}: unsupported tensor dtype {dtype}; use float in [0, 1] or uint8")
         x = to_rgb_channels(x.detach().cpu(), where)
@@ -77,28 +94,53 @@ def resolve_model(model: torch.nn.Module | str | os.PathLike[str] | None) -> tor
     )
 
 
+def network_width(model: torch.nn.Module) -> int:
+    """Feature channels of ``model``, for :func:`~sapnet.inference.tiling.activation_bytes`: ``config.channels``
+    of a :class:`~sapnet.models.DerainNet`, else the widest ``Conv2d`` output (32 when it has none)."""
+    channels = getattr(getattr(model, "config", None), "channels", None)
+    if isinstance(channels, int):
+        return channels
+    widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    return max(widths, default=32)
+
+
 @torch.inference_mode()
 def _run_all(
     images: list[torch.Tensor],
     forward: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
-    tile: int | None,
+    tiles: list[int],
     tile_overlap: int,
     batch_size: int,
+    fits: Callable[[torch.Tensor, int], bool],
+    progress: bool | None,
 ) -> list[torch.Tensor]:
-    """Derain CPU float tensors (3, H, W): whole images in batches of same-size neighbours, or tiled."""
+    """Derain CPU float tensors (3, H, W): tiled where ``tiles[i]`` > 0, else whole, in batches of up to
+    ``batch_size`` same-size neighbours for which ``fits(image, count)``."""
     outputs: list[torch.Tensor] = []
+    quiet = True if len(images) < 2 else None if progress is None else not progress
+    bar = tqdm(total=len(images), unit="image", leave=False, disable=quiet)
     i = 0
     while i < len(images):
-        if tile is not None:
-            outputs.append(tiled_apply(forward, images[i][None], tile, tile_overlap, device, batch_size)[0])
+        if tiles[i]:
+            out = tiled_apply(forward, images[i][None], tiles[i], tile_overlap, device, batch_size, progress=progress)
+            outputs.append(out[0])
             i += 1
+            bar.update(1)
             continue
         j = i + 1
-        while j < len(images) and j - i < batch_size and images[j].shape == images[i].shape:
+        while (
+            j < len(images)
+            and j - i < batch_size
+            and not tiles[j]
+            and images[j].shape == images[i].shape
+            and fits(images[i], j - i + 1)
+        ):
             j += 1
         outputs.extend(forward(torch.stack(images[i:j])).cpu().unbind(0))
+        bar.update(j - i)
         i = j
+    bar.close()
     return [out.clamp_(0, 1) for out in outputs]
 
 
@@ -116,13 +158,17 @@ def derain(
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     batch_size: int = 1,
     dtype: torch.dtype | None = None,
+    memory_budget: int | None = None,
+    progress: bool | None = False,
 ) -> Any:
     """Derain one image or a list of images.
 
     Args:
         images: a PIL image; a HxWx3 ``uint8`` / ``uint16`` / float ``[0, 1]`` array; a float tensor (3, H, W)
             or (N, 3, H, W) in [0, 1] (``uint8`` tensors are scaled by 255); or a list of these, of any sizes.
-            Grayscale (1 channel) and RGBA inputs are converted to RGB with a warning.
+            Grayscale (1 channel) and RGBA inputs are converted to RGB with a warning. A float input reaching
+            clearly above 1 (e.g. ``np.asarray(img).astype(np.float32)``, on the [0, 255] scale) raises
+            ``ValueError``: divide it by 255 or pass it as ``uint8``.
         model: a derain network (e.g. from :func:`sapnet.load_model`), a registry name (``"prenet.rain100h"``,
             see ``sapnet.list_models(pretrained=True)``), a checkpoint path, or ``None`` for the default weights
             (:data:`sapnet.models.DEFAULT_MODEL`, fetched like any registry weights). A module passed in is
@@ -130,12 +176,22 @@ def derain(
             and set to eval mode.
         device: where the network runs (default: the model's device). Images stay on the CPU; only the
             batches or tiles being processed are moved.
-        tile: tile edge in pixels; ``None`` processes whole images. Tiles overlap by ``tile_overlap`` and are
-            blended with linear ramps, so memory stays bounded for any image size.
+        tile: ``None`` (default): each image whole when its estimated activation memory
+            (:func:`~sapnet.inference.tiling.activation_bytes`, from H x W and the network's width) fits in
+            ``memory_budget``, else in :data:`~sapnet.inference.tiling.DEFAULT_TILE` tiles (the same rule as
+            ``sapnet derain`` and ``sapnet evaluate``); ``0``: always whole images; ``N``: N x N tiles. Tiles
+            overlap by ``tile_overlap`` and are blended with linear ramps, so memory stays bounded for any
+            image size.
         tile_overlap: pixels shared by neighbouring tiles.
-        batch_size: images (same-size neighbours in the list) or tiles per forward pass.
+        batch_size: images (same-size neighbours in the list) or tiles per forward pass; with ``tile=None``,
+            whole images are batched only while the batch fits in ``memory_budget``.
         dtype: ``torch.bfloat16`` / ``torch.float16`` to run under autocast; ``None`` or ``torch.float32``
             for full precision.
+        memory_budget: bytes of activation memory for ``tile=None``
+            (default :data:`~sapnet.inference.tiling.DEFAULT_MEMORY_BUDGET`, 4 GiB: whole images up to about
+            2.7 megapixels with a 32-channel network).
+        progress: show progress bars (tqdm, on stderr, removed when done): the tiles of each tiled image,
+            with an ETA, and the images of a list; ``None``: only when stderr is a terminal.
 
     Returns:
         The same kind as ``images``, clamped to [0, 1]: PIL RGB images, HxWx3 arrays of the input dtype
@@ -150,7 +206,9 @@ def derain(
         >>> out.shape, out.dtype, bool(out.min() >= 0 and out.max() <= 1)
         (torch.Size([3, 24, 32]), torch.float32, True)
     """
-    if tile is not None:
+    if tile is not None and tile < 0:
+        raise ValueError(f"tile must be None (automatic), 0 (whole images) or a number of pixels, got {tile}")
+    if tile:
         check_tiling(tile, tile_overlap)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -162,7 +220,7 @@ def derain(
     net = resolve_model(model)
     run_device = torch.device(device) if device is not None else _model_device(net)
     # Outside inference mode: the caller's parameters must stay normal tensors (usable for training later).
-    net = net.to(device=run_device, memory_format=torch.channels_last).eval()
+    net = net.to(run_device).to(memory_format=torch.channels_last).eval()
     autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if dtype is not None and dtype != torch.float32:
         if dtype not in (torch.bfloat16, torch.float16):
@@ -173,7 +231,20 @@ def derain(
         with autocast:
             return net(batch.to(run_device).contiguous(memory_format=torch.channels_last)).float()
 
-    outputs = _run_all([item.tensor for item in items], forward, run_device, tile, tile_overlap, batch_size)
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    width = network_width(net)
+    tensors = [item.tensor for item in items]
+    if tile is None:
+        tiles = [choose_tile(t.shape[-2], t.shape[-1], width, budget) for t in tensors]
+        if any(tiles):
+            check_tiling(DEFAULT_TILE, tile_overlap)
+    else:
+        tiles = [tile] * len(tensors)
+
+    def fits(image: torch.Tensor, count: int) -> bool:
+        return tile is not None or activation_bytes(image.shape[-2], image.shape[-1], width, count) <= budget
+
+    outputs = _run_all(tensors, forward, run_device, tiles, tile_overlap, batch_size, fits, progress)
     # Back to the caller's kinds outside inference mode, so returned tensors are ordinary tensors.
     results: list[Any] = []
     pos = 0

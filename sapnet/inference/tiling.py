@@ -5,17 +5,50 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
+from tqdm import tqdm
 
-__all__ = ["DEFAULT_TILE", "DEFAULT_TILE_OVERLAP", "blend_window", "check_tiling", "tile_starts", "tiled_apply"]
+__all__ = [
+    "ACTIVATION_BYTES_PER_PIXEL_CHANNEL",
+    "DEFAULT_MEMORY_BUDGET",
+    "DEFAULT_TILE",
+    "DEFAULT_TILE_OVERLAP",
+    "activation_bytes",
+    "blend_window",
+    "check_tiling",
+    "choose_tile",
+    "tile_starts",
+    "tiled_apply",
+]
 
 DEFAULT_TILE = 448
-"""Default tile edge in pixels of the ``sapnet derain`` command (``sapnet.derain`` tiles only when asked).
+"""Tile edge in pixels used when an image is too large to be processed whole (see :func:`choose_tile`).
 
 SAPNet's channel attention pools over the whole (tile) image, so a tile's output depends on the tile's
 statistics and tiling is never exact; the agreement grows with the tile size, not with the overlap. At 448 and
 a 32-pixel overlap, tiled results agree with whole-image results at >= 50 dB PSNR on Rain100L (481x321 images
 cut into two tiles); see ``benchmarks/RESULTS.md``."""
 DEFAULT_TILE_OVERLAP = 32
+
+ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 48
+"""Peak forward-pass memory of a derain network per image pixel and feature channel, in bytes (float32).
+Measured as the peak resident-memory growth of one CPU forward pass under ``torch.inference_mode``: about
+1450 bytes per pixel for the 32-channel PReNet and SAPNet at 512x512 and 1024x1024; rounded up."""
+
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
+"""Activation memory (bytes) up to which an image is processed whole by default: 4 GiB, which is about
+2.7 megapixels for a 32-channel network (e.g. 2000x1360) and keeps a 24 GiB machine safe."""
+
+
+def activation_bytes(height: int, width: int, channels: int, batch: int = 1) -> int:
+    """Estimated peak memory, in bytes, of a forward pass over ``batch`` images of ``height`` x ``width`` pixels
+    through a network with ``channels`` feature channels (see :data:`ACTIVATION_BYTES_PER_PIXEL_CHANNEL`)."""
+    return batch * height * width * channels * ACTIVATION_BYTES_PER_PIXEL_CHANNEL
+
+
+def choose_tile(height: int, width: int, channels: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
+    """The default way to process an image: ``0`` (whole) when its :func:`activation_bytes` fit in
+    ``memory_budget``, else :data:`DEFAULT_TILE`."""
+    return 0 if activation_bytes(height, width, channels) <= memory_budget else DEFAULT_TILE
 
 
 def check_tiling(tile: int, overlap: int) -> None:
@@ -52,6 +85,13 @@ def blend_window(size: int, ramp: int, at_start: bool, at_end: bool) -> torch.Te
     return w
 
 
+def _quiet(progress: bool | None, steps: int) -> bool | None:
+    """tqdm's ``disable`` for a bar of ``steps`` steps: none for a single step, else as ``progress`` asks."""
+    if steps < 2:
+        return True
+    return None if progress is None else not progress
+
+
 def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     th, tw = min(tile, h), min(tile, w)
@@ -67,6 +107,8 @@ def tiled_apply(
     overlap: int,
     device: torch.device,
     batch_size: int = 1,
+    *,
+    progress: bool | None = False,
 ) -> torch.Tensor:
     """Apply ``fn`` to overlapping tiles of ``image`` and blend the results.
 
@@ -77,6 +119,8 @@ def tiled_apply(
         overlap: pixels shared by neighbouring tiles, blended with linear ramps.
         device: where ``fn`` runs; tiles are moved there ``batch_size`` at a time and the results back.
         batch_size: tiles per call of ``fn``.
+        progress: show a tqdm bar over the tiles (on stderr, with an ETA, removed when done; nested under any
+            bar already shown, e.g. one over files); ``None``: only when stderr is a terminal.
 
     Returns:
         (1, 3, H, W) float32 on ``image``'s device.
@@ -86,6 +130,7 @@ def tiled_apply(
     out = torch.zeros(image.shape, dtype=torch.float32, device=image.device)
     weight = torch.zeros((1, 1, h, w), dtype=torch.float32, device=image.device)
     tiles = list(_tiles(h, w, tile, overlap))
+    bar = tqdm(total=len(tiles), desc=f"{w}x{h}", unit="tile", leave=False, disable=_quiet(progress, len(tiles)))
     for i in range(0, len(tiles), max(1, batch_size)):
         chunk = tiles[i : i + batch_size]
         batch = torch.cat([image[:, :, y : y + th, x : x + tw] for y, x, th, tw in chunk]).to(device)
@@ -96,4 +141,6 @@ def tiled_apply(
             wt = (wy[:, None] * wx[None, :]).to(image.device)
             out[:, :, y : y + th, x : x + tw] += result[k : k + 1] * wt
             weight[:, :, y : y + th, x : x + tw] += wt
+        bar.update(len(chunk))
+    bar.close()
     return out / weight

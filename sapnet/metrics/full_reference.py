@@ -69,7 +69,7 @@ def _crop(x: torch.Tensor, crop_border: int) -> torch.Tensor:
         return x
     h, w = x.shape[-2:]
     if h <= 2 * crop_border or w <= 2 * crop_border:
-        raise ValueError(f"crop_border={crop_border} leaves nothing of a {h}x{w} image")
+        raise ValueError(f"crop_border={crop_border} leaves nothing of a {w}x{h} image")
     return x[..., crop_border : h - crop_border, crop_border : w - crop_border]
 
 
@@ -192,7 +192,7 @@ def ssim(
     xb, yb = _crop(xb, crop_border), _crop(yb, crop_border)
     h, w = xb.shape[-2:]
     if h < window_size or w < window_size:
-        raise ValueError(f"ssim needs images of at least {window_size}x{window_size} pixels, got {h}x{w}")
+        raise ValueError(f"ssim needs images of at least {window_size}x{window_size} pixels, got {w}x{h}")
     a = _to_255(xb, channel, data_range)
     b = _to_255(yb, channel, data_range)
     n, c = a.shape[:2]

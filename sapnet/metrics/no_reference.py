@@ -332,7 +332,7 @@ def _check(x: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"expected a floating point tensor, got {x.dtype}")
     h, w = x.shape[-2:]
     if h < MIN_SIZE or w < MIN_SIZE:
-        raise ValueError(f"BRISQUE needs images of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {h}x{w}")
+        raise ValueError(f"BRISQUE needs images of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {w}x{h}")
     return x
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from sapnet.data.listing import summarise
 from sapnet.models.derain_net import DerainNet, DerainNetConfig, RecurrentKind
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
 
 FORMAT = "sapnet"
 FORMAT_VERSION = 1
-_MAX_LISTED = 8
 
 
 class CheckpointError(RuntimeError):
@@ -68,12 +68,6 @@ class Checkpoint:
     metadata: dict[str, Any] = field(default_factory=dict)
     source: str = FORMAT
     path: Path | None = None
-
-
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(names[:_MAX_LISTED])
-    more = len(names) - _MAX_LISTED
-    return shown + (f", ... ({more} more)" if more > 0 else "")
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -252,7 +246,7 @@ def convert_reference_state_dict(
     kind = _reference_kind(keys)
     if kind is None:
         raise CheckpointError(
-            "keys are not those of a SAPNet or PReNet-family reference checkpoint; found: " + _listing(sorted(sd))
+            "keys are not those of a SAPNet or PReNet-family reference checkpoint; found: " + summarise(map(str, sd))
         )
     sapnet = kind == "sapnet-reference"
     blocks = sorted({int(m.group(1)) for k in sd if (m := re.match(r"res_conv(\d+)\.", k))})
@@ -321,7 +315,7 @@ def convert_reference_state_dict(
             take(f"{src}.2", f"{dst}.conv2")
     unused = sorted(set(sd) - used)
     if unused:
-        raise CheckpointError(f"unexpected keys for a {kind} checkpoint: {_listing(unused)}")
+        raise CheckpointError(f"unexpected keys for a {kind} checkpoint: {summarise(unused)}")
     return inferred, out, kind
 
 
@@ -405,7 +399,7 @@ def load_checkpoint(
         return Checkpoint(config, state_dict, {}, source, path)
     kind = type(obj).__name__
     if isinstance(obj, Mapping):
-        kind += " with keys " + _listing(sorted(map(str, obj)))
+        kind += " with keys " + summarise(map(str, obj))
     raise CheckpointError(
         f"{path}: not a derain checkpoint: expected a sapnet checkpoint or a SAPNet/PReNet state dict, found a {kind}"
     )
@@ -428,11 +422,11 @@ def load_weights(model: DerainNet, checkpoint: Checkpoint) -> DerainNet:
     )
     problems = []
     if missing:
-        problems.append("missing " + _listing(missing))
+        problems.append("missing " + summarise(missing))
     if unexpected:
-        problems.append("unexpected " + _listing(unexpected))
+        problems.append("unexpected " + summarise(unexpected))
     if shapes:
-        problems.append("shape mismatch " + _listing(shapes))
+        problems.append("shape mismatch " + summarise(shapes))
     if problems:
         raise CheckpointError(f"{where}: weights do not fit the model: " + "; ".join(problems))
     model.load_state_dict(checkpoint.state_dict, strict=True)

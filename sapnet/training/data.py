@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, DistributedSampler
 
 from sapnet.data import DatasetError, find_pairs, read_image
+from sapnet.data.image import format_size
 
 __all__ = ["PatchDataset", "ResumableSampler", "image_size", "random_patch"]
 
@@ -85,7 +86,7 @@ class PatchDataset(Dataset):
         if rainy.shape != clean.shape:
             raise DatasetError(
                 f"pair {pair.name!r}: {pair.rainy} and {pair.clean} differ in size "
-                f"({rainy.shape[2]}x{rainy.shape[1]} vs {clean.shape[2]}x{clean.shape[1]}, WxH)"
+                f"({format_size(rainy)} vs {format_size(clean)}, WxH)"
             )
         g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, index))
         rainy, clean = random_patch((rainy, clean), self.patch, g, hflip=self.hflip, vflip=self.vflip)
