@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from sapnet.data.builder import render_pairs, torch_threads
+from sapnet.data.image import quantize_8bit
 
 __all__ = ["DEMO_GENERATOR_VERSION", "default_cache_dir", "demo_dataset", "procedural_image"]
 
@@ -129,7 +130,8 @@ def procedural_image(size: int, rng: np.random.Generator) -> torch.Tensor:
     light = 1 + 0.25 * _smooth_field(rng, s, 1, beta=1.5)
     img = img * light + rng.normal(0, 0.008, img.shape).astype(np.float32)
     img = np.clip(img, 0, 1)
-    return torch.from_numpy((img * 255).round() / 255).permute(2, 0, 1).float().contiguous()
+    # Rounded to the 8-bit grid: the image is what write_image stores for it.
+    return quantize_8bit(torch.from_numpy(img), "round").permute(2, 0, 1).float().contiguous()
 
 
 def _params(n: int, size: int, preset: str, seed: int) -> dict[str, object]:

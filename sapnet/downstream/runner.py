@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sapnet.data.builder import _quantise, pair_seed
-from sapnet.data.image import ImageReadError, read_image, write_image
+from sapnet.data.builder import pair_seed
+from sapnet.data.image import ImageReadError, quantize_8bit, read_image, write_image
 from sapnet.data.synthesis import synthesize_rain
 from sapnet.downstream.data import DownstreamItem, DownstreamSet
 from sapnet.downstream.draw import draw_boxes, draw_labels
@@ -35,7 +35,6 @@ from sapnet.downstream.targets import BoxTargets, MaskError, read_mask
 from sapnet.evaluation.grid import comparison_grid
 from sapnet.evaluation.runner import Method, resolve_methods
 from sapnet.inference import derain
-from sapnet.metrics import quantize
 
 __all__ = ["METRIC_LABELS", "DownstreamResult", "evaluate_downstream", "markdown_table"]
 
@@ -134,7 +133,8 @@ def _method_output(
     """A method's derained image (3, H, W) in [0, 1]: its saved output, or its network's, quantised to 8 bits."""
     if method.model is None:
         return read_image(method.output_for(dataset, item.name, rainy_path))
-    return quantize(derain(rainy, method.model, device=device, tile=tile))
+    # Truncated, as the evaluation protocol saves a network's output (np.uint8(255 * out)).
+    return quantize_8bit(derain(rainy, method.model, device=device, tile=tile), "floor")
 
 
 def evaluate_downstream(
@@ -225,7 +225,8 @@ def evaluate_downstream(
                 rainy = read_image(item.rainy)
             else:
                 rainy_path = (out / "rainy" if out is not None else Path("rainy")) / f"{item.name}.png"
-                rainy = _quantise(synthesize_rain(clean[None], rain, pair_seed(seed, item.name, 1))[0])
+                # Rounded: the rendered input is what write_image stores (as sapnet synth's pairs).
+                rainy = quantize_8bit(synthesize_rain(clean[None], rain, pair_seed(seed, item.name, 1))[0], "round")
                 if out is not None:
                     write_image(rainy, rainy_path)
             if rainy.shape != clean.shape:

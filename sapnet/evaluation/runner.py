@@ -20,11 +20,12 @@ from tqdm import tqdm
 
 from sapnet.data import IMAGE_EXTENSIONS, ImageConversionWarning, ImageReadError, read_image, write_image
 from sapnet.data.datasets import DatasetError, LayoutNotFoundError, find_images, find_pairs
+from sapnet.data.image import quantize_8bit
 from sapnet.data.registry import check_benchmark
 from sapnet.evaluation.grid import comparison_grid
 from sapnet.evaluation.tables import MetricSpec, Record, write_tables
 from sapnet.inference import derain
-from sapnet.metrics import brisque, psnr, quantize, ssim
+from sapnet.metrics import brisque, psnr, ssim
 from sapnet.models import CheckpointError, load_model
 
 __all__ = [
@@ -332,7 +333,7 @@ def _method_output(
     t0 = time.perf_counter()
     out = derain(rainy, method.model, device=device, tile=tile)
     result.model_seconds += time.perf_counter() - t0
-    return quantize(out)
+    return quantize_8bit(out, "floor")  # truncation: the protocol saves outputs as np.uint8(255 * out) does
 
 
 def _write_per_image(rows: list[dict[str, object]], keys: list[str], path: Path) -> Path:

@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sapnet.data import PairedImageDataset, demo_dataset
-from sapnet.metrics import psnr, quantize, ssim
+from sapnet.data.image import quantize_8bit
+from sapnet.metrics import psnr, ssim
 from sapnet.models import CheckpointError
 from sapnet.models.checkpoint import FORMAT, FORMAT_VERSION, atomic_save
 from sapnet.training.config import ConfigError, TrainConfig
@@ -429,7 +430,7 @@ class Trainer:
                 x, y = self._to_device(item["rainy"][None]), item["clean"][None].to(self.device)
                 with self._autocast():
                     out = self.net(x)
-                out = quantize(out.float().contiguous())
+                out = quantize_8bit(out.float().contiguous(), "floor")  # truncated as the evaluation protocol
                 p.append(float(psnr(out, y)[0]))
                 s.append(float(ssim(out, y)[0]))
         finally:
