@@ -30,7 +30,14 @@ from sapnet.data.image import (
     write_image,
 )
 from sapnet.data.registry import BENCHMARKS, BenchmarkInfo, check_benchmark, get_benchmark
-from sapnet.data.synthesis import RAIN_PRESETS, RainParams, RainSynthesizer, synthesize_rain
+from sapnet.data.synthesis import (
+    RAIN_PRESETS,
+    RainParams,
+    RainSynthesizer,
+    UnknownPresetError,
+    rain_preset,
+    synthesize_rain,
+)
 
 __all__ = [
     "BENCHMARKS",
@@ -53,6 +60,7 @@ __all__ = [
     "PairedImageDataset",
     "RainParams",
     "RainSynthesizer",
+    "UnknownPresetError",
     "UnpairedImageDataset",
     "array_to_tensor",
     "build_rain_set",
@@ -66,6 +74,7 @@ __all__ = [
     "natural_sort_key",
     "pil_to_tensor",
     "quantize_8bit",
+    "rain_preset",
     "read_image",
     "synthesize_rain",
     "tensor_to_array",

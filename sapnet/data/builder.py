@@ -229,13 +229,12 @@ def build_rain_set(
     Raises:
         BuildError: ``out_dir`` overlaps ``clean_dir``, is a file, or holds a set built with other parameters.
         DatasetError: ``clean_dir`` is missing or holds no images.
-        KeyError: unknown ``preset``.
+        UnknownPresetError: unknown ``preset`` (a ``KeyError``), raised before anything is read or written.
         ValueError: ``per_image`` < 1.
     """
-    from sapnet.data.synthesis import RAIN_PRESETS
+    from sapnet.data.synthesis import rain_preset
 
-    if preset not in RAIN_PRESETS:
-        raise KeyError(f"unknown rain preset {preset!r}; choose one of {', '.join(sorted(RAIN_PRESETS))}")
+    rain_preset(preset)  # validates preset
     pair_names("x", per_image)  # validates per_image
     src, out = Path(clean_dir), Path(out_dir)
     if src.exists() and _overlaps(out.resolve(), src.resolve()):

@@ -135,10 +135,9 @@ def procedural_image(size: int, rng: np.random.Generator) -> torch.Tensor:
 
 
 def _params(n: int, size: int, preset: str, seed: int) -> dict[str, object]:
-    from sapnet.data.synthesis import RAIN_PRESETS
+    from sapnet.data.synthesis import rain_preset
 
-    if preset not in RAIN_PRESETS:
-        raise KeyError(f"unknown rain preset {preset!r}; choose one of {', '.join(sorted(RAIN_PRESETS))}")
+    params = rain_preset(preset)
     return {
         "generator": DEMO_GENERATOR_VERSION,
         "n": n,
@@ -146,7 +145,7 @@ def _params(n: int, size: int, preset: str, seed: int) -> dict[str, object]:
         "preset": preset,
         "seed": seed,
         # The preset's parameters: editing a preset invalidates the cached set.
-        "rain": json.loads(json.dumps(dataclasses.asdict(RAIN_PRESETS[preset]), sort_keys=True, default=repr)),
+        "rain": json.loads(json.dumps(dataclasses.asdict(params), sort_keys=True, default=repr)),
     }
 
 
@@ -176,7 +175,7 @@ def demo_dataset(
 
     Raises:
         ValueError: ``n`` < 2 or ``size`` < 16; a ``root`` completed with other parameters.
-        KeyError: unknown ``preset``.
+        UnknownPresetError: unknown ``preset`` (a ``KeyError``).
     """
     if n < 2:
         raise ValueError(f"n must be >= 2 (train and test need one image each), got {n}")
