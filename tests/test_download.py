@@ -19,16 +19,8 @@ from PIL import Image
 
 from sapnet.cli import main
 from sapnet.data import find_pairs
-from sapnet.data.download import (
-    DATASETS,
-    ChecksumError,
-    DownloadError,
-    DownloadInfo,
-    DownloadWarning,
-    ManualDownloadError,
-    download,
-    get_download,
-)
+from sapnet.data.download import ChecksumError, DownloadError, DownloadWarning, ManualDownloadError, download
+from sapnet.data.registry import DATASETS, DownloadInfo, get_download
 
 UNREACHABLE = "http://127.0.0.1:9/x.zip"  # discard port: nothing listens, the connection is refused at once
 
@@ -185,7 +177,7 @@ def test_tar_archives_and_unsafe_members(server: _Server, tmp_path: Path) -> Non
         return buf.getvalue()
 
     good = DownloadInfo(
-        name="T", paper="", page="", target="T", layout="", count="", filename="t.tar.gz",
+        name="T", paper="", page="", target="T", layout="", contents="", filename="t.tar.gz",
         urls=(server.add("/t.tar.gz", tar(["rain/1.png", "clean/1.png"])),),
     )  # fmt: skip
     with pytest.warns(DownloadWarning):

@@ -15,7 +15,7 @@ from sapnet.data.datasets import (
     find_pairs,
     natural_sort_key,
 )
-from sapnet.data.download import DATASETS, DownloadError, DownloadInfo, download
+from sapnet.data.download import DownloadError, download
 from sapnet.data.embedded import demo_dataset
 from sapnet.data.image import (
     IMAGE_EXTENSIONS,
@@ -29,7 +29,7 @@ from sapnet.data.image import (
     tensor_to_pil,
     write_image,
 )
-from sapnet.data.registry import BENCHMARKS, BenchmarkInfo, check_benchmark, get_benchmark
+from sapnet.data.registry import BENCHMARKS, DATASETS, BenchmarkInfo, DownloadInfo, check_benchmark, get_benchmark
 from sapnet.data.synthesis import (
     RAIN_PRESETS,
     RainParams,
