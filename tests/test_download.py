@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import sapnet
 from sapnet.cli import main
 from sapnet.data import find_pairs
 from sapnet.data.download import ChecksumError, DownloadError, DownloadWarning, ManualDownloadError, download
@@ -117,6 +118,7 @@ def test_download_verifies_and_extracts(archive: tuple[DownloadInfo, bytes], ser
     assert (tmp_path / "li_cvpr16_rain.zip").read_bytes() == body
     assert not (tmp_path / "li_cvpr16_rain.zip.part").exists()
     assert [p.name for p in find_pairs(target / "rain12")] == ["001", "002"]
+    assert server.requests[-1]["User-Agent"] == f"sapnet/{sapnet.__version__}"
     # Again: not downloaded (no request) nor extracted a second time.
     requests = len(server.requests)
     messages: list[str] = []

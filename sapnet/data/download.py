@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sapnet._version import __version__
 from sapnet.data.registry import DownloadInfo, get_download
 
 __all__ = [
@@ -84,8 +85,6 @@ def fetch_url(url: str, part: Path, timeout: float = 10.0, progress: bool = True
         urllib.error.URLError / HTTPError, TimeoutError, ConnectionError, http.client.HTTPException: as urllib
         raises them; what was received stays in ``part``.
     """
-    from sapnet import __version__  # here: sapnet/__init__ imports this package
-
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": f"sapnet/{__version__}"}
     if offset:
