@@ -1,5 +1,6 @@
 """sapnet: single-image deraining with SAPNet and PReNet."""
 
+from sapnet._version import __version__
 from sapnet.data import ImageConversionWarning, ImageReadError, read_image, synthesize_rain, write_image
 from sapnet.inference import derain
 from sapnet.models import (
@@ -11,8 +12,6 @@ from sapnet.models import (
     load_model,
     save_model,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import struct
 import subprocess
 import sys
@@ -428,6 +429,19 @@ def test_usage_errors_exit_2(extra: list[str], tmp_path: Path, capsys: pytest.Ca
 
 
 # --- entry points ----------------------------------------------------------------------------------------
+
+
+def test_version_has_one_source() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    from sapnet._version import __version__
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert sapnet.__version__ == __version__ == pyproject["project"]["version"]
+    try:
+        installed = importlib.metadata.version("sapnet")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return
+    assert installed == __version__, "the installed metadata is stale: reinstall (pip install -e .)"
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:

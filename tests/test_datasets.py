@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from sapnet.data import (
     BENCHMARKS,
+    DATASETS,
     LAYOUTS,
     BenchmarkInfo,
     DatasetError,
@@ -33,6 +34,7 @@ from sapnet.data import (
     read_image,
 )
 from sapnet.data.image import format_size
+from sapnet.data.registry import get_download, normalise_name
 
 W, H = 8, 6
 
@@ -473,6 +475,58 @@ def test_registry_contents() -> None:
 )
 def test_get_benchmark_aliases(alias: str, name: str) -> None:
     assert get_benchmark(alias) is BENCHMARKS[name]
+
+
+# Every name and alias either lookup accepted before the two tables became one (sapnet.data.download's
+# DATASETS + _ALIASES, sapnet.data.registry's BENCHMARKS), with the set it named.
+_OLD_DOWNLOAD_NAMES = {
+    **{n: n for n in ("Rain12", "Rain100L", "Rain100H", "RainTrainH", "RainTrainL", "Rain1400", "Rain800")},
+    **{"SPA-Data": "SPA-Data", "SIRR_real": "SIRR_real"},
+    **{"ddn": "Rain1400", "spa": "SPA-Data", "sirr": "SIRR_real", "real147": "SIRR_real", "test100": "Rain800"},
+}
+_OLD_BENCHMARK_NAMES = {
+    **{n: n for n in ("Rain12", "Rain100L", "Rain100H", "Rain1400", "Rain800", "SIRR_real", "SPA-Data")},
+    **{"DDN": "Rain1400", "DDN-Data": "Rain1400", "Rain1400-test": "Rain1400"},
+    **{"Test100": "Rain800", "Rain800-test": "Rain800", "ID-CGAN": "Rain800"},
+    **{"SIRR": "SIRR_real", "real147": "SIRR_real", "SIRR-real147": "SIRR_real", "real_input": "SIRR_real"},
+    **{"SIRR real": "SIRR_real", "SPA": "SPA-Data", "SPA-test": "SPA-Data", "SPANet": "SPA-Data"},
+}
+
+
+def _spellings(name: str) -> list[str]:
+    """``name`` as given and as people type it: other case, ``-`` / ``_`` / space swapped or dropped."""
+    return [name, name.upper(), name.lower(), name.replace("-", "_"), name.replace("_", " "), name.replace("-", "")]
+
+
+@pytest.mark.parametrize(("alias", "name"), sorted({**_OLD_DOWNLOAD_NAMES, **_OLD_BENCHMARK_NAMES}.items()))
+def test_one_name_lookup_for_downloads_and_benchmarks(alias: str, name: str) -> None:
+    for spelling in _spellings(alias):
+        assert get_download(spelling) is DATASETS[name]
+        if name in BENCHMARKS:
+            assert get_benchmark(spelling) is BENCHMARKS[name]
+        else:  # a training set: downloadable, not a benchmark
+            with pytest.raises(KeyError, match="unknown benchmark"):
+                get_benchmark(spelling)
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [("SPA-Data", "spadata"), ("spa_data", "spadata"), ("SPA data", "spadata"), ("Rain100L", "rain100l"),
+     ("RAIN-100_L", "rain100l"), ("SIRR real", "sirrreal"), ("", "")],
+)  # fmt: skip
+def test_normalise_name(name: str, key: str) -> None:
+    assert normalise_name(name) == key
+
+
+def test_each_benchmark_is_described_once() -> None:
+    for name, info in BENCHMARKS.items():
+        assert info.download is DATASETS[name]  # name, aliases and paper come from the download record
+        assert (info.name, info.aliases, info.source) == (name, DATASETS[name].aliases, DATASETS[name].paper)
+    owners: dict[str, set[str]] = {}
+    for d in DATASETS.values():
+        for n in (d.name, *d.aliases):
+            owners.setdefault(normalise_name(n), set()).add(d.name)
+    assert all(len(names) == 1 for names in owners.values()), owners  # no name or alias names two sets
 
 
 def test_get_benchmark_unknown() -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 import struct
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from PIL import Image
 
 import sapnet
 from sapnet import DerainNet, ImageConversionWarning, ImageReadError, derain, read_image, write_image
+from sapnet.data.image import quantize_8bit
 from sapnet.inference import network_width
 from sapnet.inference.tiling import (
     ACTIVATION_BYTES_PER_PIXEL_CHANNEL,
@@ -549,6 +551,55 @@ def test_write_image_rounds_and_clamps(tmp_path: Path) -> None:
     path = write_image(x, tmp_path / "clamp.png")
     with Image.open(path) as im:
         np.testing.assert_array_equal(np.asarray(im)[0, :, 0], [0, 0, 1, 0, 128, 254, 255, 255])
+
+
+# Edge values and where they land: (x, floor's k, round's k) with x = k' / 255 around the boundaries.
+_GRID_CASES = [
+    (0.0, 0, 0),
+    (1.0, 255, 255),
+    (0.4999 / 255, 0, 0),
+    (0.5001 / 255, 0, 1),
+    (0.9999 / 255, 0, 1),
+    (1.0 / 255, 1, 1),
+    (1.0001 / 255, 1, 1),
+    (127.5001 / 255, 127, 128),
+    (0.5, 127, 128),  # 127.5 exactly: ties go to even
+    (0.9999, 254, 255),
+    (254.9999 / 255, 254, 255),
+    (-0.2, 0, 0),
+    (1.7, 255, 255),
+    (-math.inf, 0, 0),
+    (math.inf, 255, 255),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["floor", "round"])
+def test_quantize_8bit_edge_values(mode: Literal["floor", "round"], dtype: torch.dtype) -> None:
+    x = torch.tensor([v for v, _, _ in _GRID_CASES], dtype=dtype)
+    k = torch.tensor([f if mode == "floor" else r for _, f, r in _GRID_CASES], dtype=dtype)
+    out = quantize_8bit(x, mode)
+    assert out.dtype == dtype and out.shape == x.shape
+    assert torch.equal(out, k / 255)
+    grid = torch.arange(256, dtype=dtype) / 255
+    assert torch.equal(quantize_8bit(grid, mode), grid)  # values already on the grid do not move
+    assert torch.isnan(quantize_8bit(torch.tensor([math.nan], dtype=dtype), mode)).all()  # NaN is not hidden
+
+
+def test_quantize_8bit_floor_is_the_uint8_cast_of_the_protocol(rng: np.random.Generator) -> None:
+    x = torch.from_numpy(rng.uniform(-0.1, 1.1, (2, 3, 5, 7)).astype(np.float32))
+    truncated = (np.clip(x.numpy(), 0, 1) * 255).astype(np.uint8)  # np.uint8(255 * out), as PReNet saves
+    assert torch.equal(quantize_8bit(x, "floor"), torch.from_numpy(truncated).float() / 255)
+
+
+def test_quantize_8bit_round_is_what_write_image_stores(tmp_path: Path, rng: np.random.Generator) -> None:
+    x = torch.from_numpy(rng.uniform(0, 1, (3, H, W)).astype(np.float32))
+    assert torch.equal(read_image(write_image(x, tmp_path / "x.png")), quantize_8bit(x, "round"))
+
+
+def test_quantize_8bit_rejects_an_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="'floor' or 'round'"):
+        quantize_8bit(torch.zeros(3), "nearest")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("shape", [(H, W), (1, 3, H, W), (4, H, W)])

@@ -17,18 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import sapnet
 from sapnet.cli import main
 from sapnet.data import find_pairs
-from sapnet.data.download import (
-    DATASETS,
-    ChecksumError,
-    DownloadError,
-    DownloadInfo,
-    DownloadWarning,
-    ManualDownloadError,
-    download,
-    get_download,
-)
+from sapnet.data.download import ChecksumError, DownloadError, DownloadWarning, ManualDownloadError, download
+from sapnet.data.registry import DATASETS, DownloadInfo, get_download
 
 UNREACHABLE = "http://127.0.0.1:9/x.zip"  # discard port: nothing listens, the connection is refused at once
 
@@ -125,6 +118,7 @@ def test_download_verifies_and_extracts(archive: tuple[DownloadInfo, bytes], ser
     assert (tmp_path / "li_cvpr16_rain.zip").read_bytes() == body
     assert not (tmp_path / "li_cvpr16_rain.zip.part").exists()
     assert [p.name for p in find_pairs(target / "rain12")] == ["001", "002"]
+    assert server.requests[-1]["User-Agent"] == f"sapnet/{sapnet.__version__}"
     # Again: not downloaded (no request) nor extracted a second time.
     requests = len(server.requests)
     messages: list[str] = []
@@ -185,7 +179,7 @@ def test_tar_archives_and_unsafe_members(server: _Server, tmp_path: Path) -> Non
         return buf.getvalue()
 
     good = DownloadInfo(
-        name="T", paper="", page="", target="T", layout="", count="", filename="t.tar.gz",
+        name="T", paper="", page="", target="T", layout="", contents="", filename="t.tar.gz",
         urls=(server.add("/t.tar.gz", tar(["rain/1.png", "clean/1.png"])),),
     )  # fmt: skip
     with pytest.warns(DownloadWarning):

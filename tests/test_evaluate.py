@@ -16,6 +16,7 @@ from PIL import Image
 import sapnet
 from sapnet.cli import main
 from sapnet.data import ImageReadError
+from sapnet.data.image import quantize_8bit
 from sapnet.evaluation import (
     Method,
     MethodRunner,
@@ -28,7 +29,7 @@ from sapnet.evaluation import (
     scores_table,
     write_tables,
 )
-from sapnet.metrics import METRICS, brisque, psnr, quantize, ssim
+from sapnet.metrics import METRICS, brisque, psnr, ssim
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZE = (40, 32)  # PIL (width, height); BRISQUE needs >= 14 pixels a side
@@ -95,7 +96,7 @@ def test_scores_follow_the_protocol(data: Path, ckpt: Path, model: sapnet.Derain
         "ssim": np.mean([ssim(r, c).item() for r, c in pairs]),
         "brisque": np.mean([brisque(r).item() for r, _ in pairs]),
     }
-    outputs = [quantize(sapnet.derain(r, model)) for r, _ in pairs]
+    outputs = [quantize_8bit(sapnet.derain(r, model), "floor") for r, _ in pairs]
     expected_model = {
         "psnr": np.mean([psnr(o, c).item() for o, (_, c) in zip(outputs, pairs, strict=True)]),
         "ssim": np.mean([ssim(o, c).item() for o, (_, c) in zip(outputs, pairs, strict=True)]),
@@ -242,7 +243,7 @@ def test_method_runner_outputs_and_timing(data: Path, model: sapnet.DerainNet, t
     rainy = sapnet.read_image(rainy_path)
     runner = MethodRunner()
     out = runner(Method("net", model=model), "set", "001", rainy_path, rainy)
-    assert torch.equal(out, quantize(sapnet.derain(rainy, model))) and runner.seconds["net"] > 0
+    assert torch.equal(out, quantize_8bit(sapnet.derain(rainy, model), "floor")) and runner.seconds["net"] > 0
     saved = tmp_path / "saved"
     sapnet.write_image(out, saved / "set" / "001.png")
     again = runner(Method("folder", outputs_dir=saved), "set", "001", rainy_path, rainy)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sapnet import read_image
-from sapnet.metrics import BRISQUE, MIN_SIZE, PSNR, SSIM, brisque, brisque_features, psnr, quantize, rgb_to_y, ssim
+from sapnet.metrics import BRISQUE, MIN_SIZE, PSNR, SSIM, brisque, brisque_features, psnr, rgb_to_y, ssim
 
 
 def _images(n: int = 2, h: int = 24, w: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,13 +162,6 @@ def test_bad_options_are_refused() -> None:
         ssim(x, y, crop_border=1)
     with pytest.raises(ValueError, match="channel"):
         SSIM(channel="lab")  # type: ignore[arg-type]
-
-
-def test_quantize_truncates_like_uint8_of_255x() -> None:
-    x = torch.tensor([-0.2, 0.0, 0.5, 0.9999, 1.0, 1.7])
-    expected = torch.tensor([0, 0, 127, 254, 255, 255], dtype=torch.float32) / 255
-    assert torch.equal(quantize(x), expected)
-    assert quantize(x.double()).dtype == torch.float64
 
 
 # ------------------------------------------------------------------------------------------------------ BRISQUE

@@ -9,7 +9,18 @@ import pytest
 import torch
 
 import sapnet
-from sapnet.data import RAIN_PRESETS, RainParams, RainSynthesizer, read_image, synthesize_rain
+from sapnet.cli import main
+from sapnet.data import (
+    RAIN_PRESETS,
+    RainParams,
+    RainSynthesizer,
+    UnknownPresetError,
+    build_rain_set,
+    demo_dataset,
+    rain_preset,
+    read_image,
+    synthesize_rain,
+)
 from sapnet.metrics import psnr, ssim
 
 PRESETS = sorted(RAIN_PRESETS)
@@ -103,6 +114,42 @@ def test_bad_overrides(overrides: dict, error: type[Exception]) -> None:
 def test_unknown_preset() -> None:
     with pytest.raises(ValueError, match="light"):
         synthesize_rain(_smooth(1), "drizzle")
+
+
+@pytest.mark.parametrize("name", list(RAIN_PRESETS))
+def test_rain_preset_lookup(name: str) -> None:
+    assert rain_preset(name) is RAIN_PRESETS[name]
+
+
+@pytest.mark.parametrize("name", ["drizzle", "Heavy", " heavy", "", 3, None])
+def test_rain_preset_unknown_name(name: object) -> None:
+    with pytest.raises(UnknownPresetError) as info:
+        rain_preset(name)  # type: ignore[arg-type]
+    assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
+    assert str(info.value) == f"unknown rain preset {name!r}; choose one of light, medium, heavy, storm"
+    assert list(RAIN_PRESETS) == ["light", "medium", "heavy", "storm"]  # the message lists every preset
+
+
+def test_one_unknown_preset_error_everywhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    expected = str(UnknownPresetError("drizzle"))
+    calls = {
+        "synthesize_rain": lambda: synthesize_rain(_smooth(1), "drizzle"),
+        "RainSynthesizer": lambda: RainSynthesizer("drizzle"),
+        "build_rain_set": lambda: build_rain_set(tmp_path / "photos", tmp_path / "set", preset="drizzle"),
+        "demo_dataset": lambda: demo_dataset(tmp_path / "demo", preset="drizzle"),
+    }
+    for where, call in calls.items():
+        with pytest.raises(UnknownPresetError) as info:
+            call()
+        assert str(info.value) == expected, where
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+    capsys.readouterr()
+    assert (
+        main(["synth", "--clean", str(tmp_path / "photos"), "--out", str(tmp_path / "set"), "--preset", "drizzle"]) == 2
+    )
+    assert expected in capsys.readouterr().err
+    assert main(["evaluate", "--task", "detection", "--rain", "drizzle", "--out", str(tmp_path / "out")]) == 2
+    assert expected in capsys.readouterr().err
 
 
 def test_presets_order_on_smooth_image() -> None:

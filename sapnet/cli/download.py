@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sapnet.data.download import DATASETS, DownloadError, default_data_dir, download, get_download
+from sapnet.data.download import DownloadError, default_data_dir, download
+from sapnet.data.registry import DATASETS, get_download
 
 __all__ = ["add_parser", "run"]
 
@@ -38,7 +39,7 @@ def _listing() -> str:
     lines = []
     for info in DATASETS.values():
         how = "manual  " if info.manual else "download"
-        lines.append(f"{info.name:<{width}}  {how}  {info.page}  ({info.count})")
+        lines.append(f"{info.name:<{width}}  {how}  {info.page}  ({info.contents})")
     return "\n".join(lines)
 
 

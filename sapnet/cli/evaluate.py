@@ -273,7 +273,7 @@ def run_restoration(args: argparse.Namespace) -> int:
 def run_downstream(args: argparse.Namespace) -> int:
     """``--task detection|segmentation``: one table (rows = metrics, columns = Rainy, methods, Clean)."""
     from sapnet.data import DatasetError, demo_dataset
-    from sapnet.data.synthesis import RAIN_PRESETS
+    from sapnet.data.synthesis import RAIN_PRESETS, UnknownPresetError
     from sapnet.downstream import (
         AnnotationError,
         Detector,
@@ -297,7 +297,7 @@ def run_downstream(args: argparse.Namespace) -> int:
     if len(args.datasets) > 1:
         return fail(f"--task {args.task} scores one dataset at a time, got {len(args.datasets)}")
     if args.rain not in RAIN_PRESETS:
-        return fail(f"unknown rain preset {args.rain!r}; choose one of {', '.join(RAIN_PRESETS)}")
+        return fail(str(UnknownPresetError(args.rain)))
     pseudo_gt = args.pseudo_gt
     if args.datasets:
         spec = parse_dataset(args.datasets[0])

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from sapnet.data.builder import MIN_SIZE, BuildError, build_rain_set
 from sapnet.data.datasets import DatasetError
+from sapnet.data.synthesis import UnknownPresetError
 
 __all__ = ["add_parser", "run"]
 
@@ -64,11 +65,6 @@ def run(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
 
-    from sapnet.data.synthesis import RAIN_PRESETS
-
-    if args.preset not in RAIN_PRESETS:
-        say(f"error: unknown --preset {args.preset!r}; choose one of {', '.join(sorted(RAIN_PRESETS))}")
-        return 2
     try:
         report = build_rain_set(
             args.clean,
@@ -80,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             log=say,
         )
-    except (BuildError, DatasetError) as e:
+    except (BuildError, DatasetError, UnknownPresetError) as e:
         say(f"error: {e}")
         return 2
     print(report.summary())

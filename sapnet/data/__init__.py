@@ -14,7 +14,7 @@ from sapnet.data.datasets import (
     find_images,
     find_pairs,
 )
-from sapnet.data.download import DATASETS, DownloadError, DownloadInfo, download
+from sapnet.data.download import DownloadError, download
 from sapnet.data.embedded import demo_dataset
 from sapnet.data.image import (
     IMAGE_EXTENSIONS,
@@ -23,6 +23,7 @@ from sapnet.data.image import (
     ImageReadError,
     array_to_tensor,
     pil_to_tensor,
+    quantize_8bit,
     read_image,
     read_image_with_meta,
     tensor_to_array,
@@ -30,8 +31,15 @@ from sapnet.data.image import (
     write_image,
 )
 from sapnet.data.listing import list_images, natural_sort_key
-from sapnet.data.registry import BENCHMARKS, BenchmarkInfo, check_benchmark, get_benchmark
-from sapnet.data.synthesis import RAIN_PRESETS, RainParams, RainSynthesizer, synthesize_rain
+from sapnet.data.registry import BENCHMARKS, DATASETS, BenchmarkInfo, DownloadInfo, check_benchmark, get_benchmark
+from sapnet.data.synthesis import (
+    RAIN_PRESETS,
+    RainParams,
+    RainSynthesizer,
+    UnknownPresetError,
+    rain_preset,
+    synthesize_rain,
+)
 
 __all__ = [
     "BENCHMARKS",
@@ -55,6 +63,7 @@ __all__ = [
     "PairedImageDataset",
     "RainParams",
     "RainSynthesizer",
+    "UnknownPresetError",
     "UnpairedImageDataset",
     "array_to_tensor",
     "build_rain_set",
@@ -68,6 +77,8 @@ __all__ = [
     "list_images",
     "natural_sort_key",
     "pil_to_tensor",
+    "quantize_8bit",
+    "rain_preset",
     "read_image",
     "read_image_with_meta",
     "synthesize_rain",

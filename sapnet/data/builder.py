@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from sapnet.data.datasets import find_images
-from sapnet.data.image import ImageConversionWarning, ImageReadError, read_image, write_image
+from sapnet.data.image import ImageConversionWarning, ImageReadError, quantize_8bit, read_image, write_image
 
 __all__ = [
     "MANIFEST_NAME",
@@ -105,11 +105,6 @@ def pair_names(stem: str, per_image: int) -> list[tuple[int, str]]:
     return [(k, f"{stem}_{k}") for k in range(1, per_image + 1)]
 
 
-def _quantise(x: torch.Tensor) -> torch.Tensor:
-    """Round a [0, 1] float tensor to the 8-bit grid, as it will be stored."""
-    return (x.clamp(0, 1) * 255).round() / 255
-
-
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` intra-op torch threads (``None``: leave the setting alone), then restore it.
@@ -157,7 +152,7 @@ def render_pairs(
     if clean.dim() != 3 or clean.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) clean image, got shape {tuple(clean.shape)}")
     out = Path(out_dir)
-    clean = _quantise(clean.float())
+    clean = quantize_8bit(clean.float(), "round")  # rounded: the clean PNG write_image stores
     written, skipped = [], []
     for k, name in pair_names(stem, per_image):
         if _done(out, name):
@@ -234,13 +229,12 @@ def build_rain_set(
     Raises:
         BuildError: ``out_dir`` overlaps ``clean_dir``, is a file, or holds a set built with other parameters.
         DatasetError: ``clean_dir`` is missing or holds no images.
-        KeyError: unknown ``preset``.
+        UnknownPresetError: unknown ``preset`` (a ``KeyError``), raised before anything is read or written.
         ValueError: ``per_image`` < 1.
     """
-    from sapnet.data.synthesis import RAIN_PRESETS
+    from sapnet.data.synthesis import rain_preset
 
-    if preset not in RAIN_PRESETS:
-        raise KeyError(f"unknown rain preset {preset!r}; choose one of {', '.join(sorted(RAIN_PRESETS))}")
+    rain_preset(preset)  # validates preset
     pair_names("x", per_image)  # validates per_image
     src, out = Path(clean_dir), Path(out_dir)
     if src.exists() and _overlaps(out.resolve(), src.resolve()):

@@ -1,10 +1,11 @@
-"""Where the standard deraining sets are published, and a resumable downloader for those with a direct link.
+"""A resumable downloader for the standard deraining sets that have a direct link.
 
-:data:`DATASETS` records, for each set, the authors' page, direct file URLs where one exists, the archive name,
-its SHA-256 when one has been published (none has, so far: ``None``; a hash is never made up here), where it is
-extracted and the layout :func:`sapnet.data.find_pairs` will find. Most sets are only shared through Baidu Pan,
-OneDrive or Google Drive folders that cannot be fetched by a plain HTTP client: they are ``manual=True``, and
-:func:`download` fails at once with the page to visit and the exact folder to unpack into.
+Where each set is published is recorded in :data:`sapnet.data.registry.DATASETS`: the authors' page, direct file
+URLs where one exists, the archive name, its SHA-256 when one has been published (none has, so far: ``None``; a
+hash is never made up here), where it is extracted and the layout :func:`sapnet.data.find_pairs` will find. Most
+sets are only shared through Baidu Pan, OneDrive or Google Drive folders that cannot be fetched by a plain HTTP
+client: they are ``manual=True``, and :func:`download` fails at once with the page to visit and the exact folder
+to unpack into.
 
 :func:`download` fetches with :mod:`urllib` into ``<file>.part``, resumes a partial file with an HTTP ``Range``
 request, checks the SHA-256 (the published one, else the one recorded next to the file by an earlier download),
@@ -24,32 +25,25 @@ import urllib.request
 import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from sapnet._version import __version__
+from sapnet.data.registry import DownloadInfo, get_download
+
 __all__ = [
-    "DATASETS",
     "ChecksumError",
     "DownloadError",
-    "DownloadInfo",
     "DownloadWarning",
     "ManualDownloadError",
     "default_data_dir",
     "download",
     "fetch_url",
-    "get_download",
     "sha256sum",
 ]
 
 _CHUNK = 1 << 20
-_PRENET_BAIDU = "https://pan.baidu.com/s/1J0q6Mrno9aMCsaWZUtmbkg"
-_PRENET_ONEDRIVE = "https://1drv.ms/f/s!AqLfQqtZ6GwGgep-hgjLxkov2SSZ3g"
-_PRENET_PAGE = "https://github.com/csdwren/PReNet#datasets"
-_JORDER_PAGE = "http://www.icst.pku.edu.cn/struct/Projects/joint_rain_removal.html"
-_JORDER = "Yang et al., Deep Joint Rain Detection and Removal from a Single Image (JORDER), CVPR 2017"
-_DDN = "Fu et al., Removing Rain from Single Images via a Deep Detail Network (DDN), CVPR 2017"
 
 
 class DownloadError(RuntimeError):
@@ -66,165 +60,6 @@ class ChecksumError(DownloadError):
 
 class DownloadWarning(UserWarning):
     """A download that worked but could not be verified (no published checksum)."""
-
-
-@dataclass(frozen=True)
-class DownloadInfo:
-    """Where one data set is published and how it unpacks."""
-
-    name: str
-    paper: str
-    page: str  # the page where its authors (or the paper that fixed the version everyone uses) share it
-    target: str  # folder under the download root that receives it, e.g. "Rain100H"
-    layout: str  # what sapnet.data.find_pairs / find_images should see in the target folder
-    count: str  # what a faithful copy holds
-    urls: tuple[str, ...] = ()  # direct file links, tried in order; empty for manual sets
-    filename: str | None = None  # the archive name (direct links) or the usual archive name (manual sets)
-    sha256: str | None = None  # published SHA-256 of ``filename``; None: none published
-    manual: bool = False
-    mirrors: tuple[str, ...] = ()  # other pages sharing the same files (Baidu / OneDrive / Drive)
-    notes: str = ""
-
-    def instructions(self, dest: Path) -> str:
-        """How to install the set by hand under ``dest``."""
-        archive = f" ({self.filename})" if self.filename else ""
-        mirrors = f" (files shared at {', '.join(self.mirrors)})" if self.mirrors else ""
-        notes = f" {self.notes}" if self.notes else ""
-        folder = dest / self.target
-        check = f"python -c \"import sapnet.data as d; print(len(d.find_pairs('{folder}')))\""
-        return (
-            f"download {self.name}{archive} by hand from {self.page}{mirrors} and unpack it so that {folder} "
-            f"holds {self.layout}.{notes} Check it with: {check}"
-        )
-
-
-def _info(**kwargs: object) -> DownloadInfo:
-    return DownloadInfo(**kwargs)  # type: ignore[arg-type]
-
-
-DATASETS: dict[str, DownloadInfo] = {
-    d.name: d
-    for d in (
-        _info(
-            name="Rain12",
-            paper="Li et al., Rain Streak Removal Using Layer Priors, CVPR 2016",
-            page="http://yu-li.github.io/",
-            urls=("http://yu-li.github.io/paper/li_cvpr16_rain.zip",),
-            filename="li_cvpr16_rain.zip",
-            target="Rain12",
-            layout="12 pairs as NNN_in.png + NNN_GT.png (layout rain12), possibly one folder down",
-            count="12 pairs",
-            mirrors=(_PRENET_BAIDU, _PRENET_ONEDRIVE),
-            notes="The authors' archive of the paper's material; the PReNet copy (test/Rain12) is the same 12 pairs.",
-        ),
-        _info(
-            name="Rain100L",
-            paper=_JORDER,
-            page=_PRENET_PAGE,
-            mirrors=(_PRENET_BAIDU, _PRENET_ONEDRIVE),
-            target="Rain100L",
-            layout="rainy/rain-NNN.png + norain-NNN.png (layout prenet) or rain/ + clean/ with the same names",
-            count="100 test pairs",
-            manual=True,
-            notes=f"Use the PReNet upload (the original version); the set now on {_JORDER_PAGE} was modified.",
-        ),
-        _info(
-            name="Rain100H",
-            paper=_JORDER,
-            page=_PRENET_PAGE,
-            mirrors=(_PRENET_BAIDU, _PRENET_ONEDRIVE),
-            target="Rain100H",
-            layout="rainy/rain-NNN.png + norain-NNN.png (layout prenet) or rain/ + clean/ with the same names",
-            count="100 test pairs",
-            manual=True,
-            notes=f"Use the PReNet upload (the original version); the set now on {_JORDER_PAGE} was modified.",
-        ),
-        _info(
-            name="RainTrainH",
-            paper=_JORDER,
-            page=_PRENET_PAGE,
-            mirrors=(_PRENET_BAIDU, _PRENET_ONEDRIVE),
-            target="RainTrainH",
-            layout="rainy/rain-N.png + norain-N.png (layout prenet)",
-            count="1800 training pairs",
-            manual=True,
-            notes="546 of its backgrounds also appear in Rain100H; PReNet trains on the other 1254.",
-        ),
-        _info(
-            name="RainTrainL",
-            paper=_JORDER,
-            page=_PRENET_PAGE,
-            mirrors=(_PRENET_BAIDU, _PRENET_ONEDRIVE),
-            target="RainTrainL",
-            layout="rainy/rain-N.png + norain-N.png (layout prenet)",
-            count="200 training pairs",
-            manual=True,
-        ),
-        _info(
-            name="Rain1400",
-            paper=_DDN,
-            page="https://xueyangfu.github.io/projects/cvpr2017.html",
-            mirrors=(_PRENET_BAIDU, _PRENET_ONEDRIVE),
-            target="Rain1400",
-            layout="rainy_image/N_K.jpg (K = 1..14) + ground_truth/N.jpg; not yet read by find_pairs",
-            count="1400 rainy images of 100 clean ones (test); Rain12600 is the 900-image training part",
-            manual=True,
-        ),
-        _info(
-            name="Rain800",
-            paper="Zhang, Sindagi & Patel, Image De-raining Using a Conditional Generative Adversarial Network "
-            "(ID-CGAN), IEEE TCSVT (arXiv 2017)",
-            page="https://github.com/hezhangsprinter/ID-CGAN",
-            mirrors=("https://drive.google.com/open?id=0Bw2e6Q0nQQvGbi1xV1Yxd09rY2s",),
-            target="Rain800",
-            layout="rain/ + clean/ with the same names (split the side-by-side files first, see datasets/Rain800)",
-            count="700 training + 100 test pairs",
-            manual=True,
-        ),
-        _info(
-            name="SPA-Data",
-            paper="Wang et al., Spatial Attentive Single-Image Deraining with a High Quality Real Rain Dataset "
-            "(SPANet), CVPR 2019",
-            page="https://stevewongv.github.io/derain-project.html",
-            mirrors=("https://github.com/stevewongv/SPANet",),
-            target="SPA-Data",
-            layout="rain/ + clean/ (or rainy/ + gt/) with the same names, from the test archive real_test.zip",
-            count="1000 real-rain test pairs (training part: about 29.5K pairs, ~44 GB)",
-            manual=True,
-        ),
-        _info(
-            name="SIRR_real",
-            paper="Wei et al., Semi-supervised Transfer Learning for Image Rain Removal (SIRR), CVPR 2019",
-            page="https://github.com/wwzjer/Semi-supervised-IRR",
-            target="SIRR_real",
-            layout="the real rainy photos directly in the folder (unpaired: no-reference metrics only)",
-            count="147 real rainy photos, no ground truth",
-            manual=True,
-        ),
-    )
-}
-
-_ALIASES = {"ddn": "Rain1400", "spa": "SPA-Data", "sirr": "SIRR_real", "real147": "SIRR_real", "test100": "Rain800"}
-
-
-def _norm(name: str) -> str:
-    return "".join(c for c in name.casefold() if c.isalnum())
-
-
-def get_download(name: str) -> DownloadInfo:
-    """The :data:`DATASETS` entry called ``name`` (case, ``-``, ``_`` ignored; ``DDN``, ``SPA``, ``SIRR``...).
-
-    Raises:
-        KeyError: unknown name; the message lists the known ones.
-    """
-    key = _norm(name)
-    for info in DATASETS.values():
-        if _norm(info.name) == key:
-            return info
-    alias = _ALIASES.get(key)
-    if alias is not None:
-        return DATASETS[alias]
-    raise KeyError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
 
 
 def default_data_dir() -> Path:
@@ -250,8 +85,6 @@ def fetch_url(url: str, part: Path, timeout: float = 10.0, progress: bool = True
         urllib.error.URLError / HTTPError, TimeoutError, ConnectionError, http.client.HTTPException: as urllib
         raises them; what was received stays in ``part``.
     """
-    from sapnet import __version__  # here: sapnet/__init__ imports this package
-
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": f"sapnet/{__version__}"}
     if offset:
@@ -371,7 +204,8 @@ def download(
     resumes from ``dest/<filename>.part``.
 
     Args:
-        name: a key of :data:`DATASETS` (or alias, see :func:`get_download`), or a :class:`DownloadInfo`.
+        name: a key of :data:`~sapnet.data.registry.DATASETS` (or an alias, see
+            :func:`~sapnet.data.registry.get_download`), or a :class:`~sapnet.data.registry.DownloadInfo`.
         dest: download root; ``None``: :func:`default_data_dir`.
         timeout: seconds to wait for a connection or for data before giving up on a URL.
         progress: show a tqdm bar.

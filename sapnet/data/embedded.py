@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from sapnet.data.builder import render_pairs, torch_threads
+from sapnet.data.image import quantize_8bit
 
 __all__ = ["DEMO_GENERATOR_VERSION", "default_cache_dir", "demo_dataset", "procedural_image"]
 
@@ -129,14 +130,14 @@ def procedural_image(size: int, rng: np.random.Generator) -> torch.Tensor:
     light = 1 + 0.25 * _smooth_field(rng, s, 1, beta=1.5)
     img = img * light + rng.normal(0, 0.008, img.shape).astype(np.float32)
     img = np.clip(img, 0, 1)
-    return torch.from_numpy((img * 255).round() / 255).permute(2, 0, 1).float().contiguous()
+    # Rounded to the 8-bit grid: the image is what write_image stores for it.
+    return quantize_8bit(torch.from_numpy(img), "round").permute(2, 0, 1).float().contiguous()
 
 
 def _params(n: int, size: int, preset: str, seed: int) -> dict[str, object]:
-    from sapnet.data.synthesis import RAIN_PRESETS
+    from sapnet.data.synthesis import rain_preset
 
-    if preset not in RAIN_PRESETS:
-        raise KeyError(f"unknown rain preset {preset!r}; choose one of {', '.join(sorted(RAIN_PRESETS))}")
+    params = rain_preset(preset)
     return {
         "generator": DEMO_GENERATOR_VERSION,
         "n": n,
@@ -144,7 +145,7 @@ def _params(n: int, size: int, preset: str, seed: int) -> dict[str, object]:
         "preset": preset,
         "seed": seed,
         # The preset's parameters: editing a preset invalidates the cached set.
-        "rain": json.loads(json.dumps(dataclasses.asdict(RAIN_PRESETS[preset]), sort_keys=True, default=repr)),
+        "rain": json.loads(json.dumps(dataclasses.asdict(params), sort_keys=True, default=repr)),
     }
 
 
@@ -174,7 +175,7 @@ def demo_dataset(
 
     Raises:
         ValueError: ``n`` < 2 or ``size`` < 16; a ``root`` completed with other parameters.
-        KeyError: unknown ``preset``.
+        UnknownPresetError: unknown ``preset`` (a ``KeyError``).
     """
     if n < 2:
         raise ValueError(f"n must be >= 2 (train and test need one image each), got {n}")

@@ -14,7 +14,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ __all__ = [
     "check_float_range",
     "format_size",
     "pil_to_tensor",
+    "quantize_8bit",
     "read_image",
     "read_image_with_meta",
     "tensor_to_array",
@@ -123,6 +124,23 @@ def array_to_tensor(array: np.ndarray, what: str = "array") -> torch.Tensor:
     if scale != 1.0:
         t = t / scale
     return to_rgb_channels(t, what).contiguous()
+
+
+def quantize_8bit(x: torch.Tensor, mode: Literal["floor", "round"]) -> torch.Tensor:
+    """``x`` on the 8-bit grid: ``k / 255`` with ``k = floor(255 * clamp(x, 0, 1))`` (``"floor"``, truncation, as
+    ``np.uint8(255 * x)`` casts) or ``k = round(255 * clamp(x, 0, 1))`` (``"round"``, to nearest with ties to even,
+    what :func:`write_image` stores).
+
+    ``x``: floating tensor of any shape, values in [0, 1] (others are clamped; NaN stays NaN). The result has
+    ``x``'s shape, dtype and device, and ``255 * x`` is evaluated in ``x``'s dtype. Not differentiable (zero
+    gradient almost everywhere). Every caller states at the call why it truncates or rounds.
+    """
+    scaled = x.clamp(0, 1) * 255
+    if mode == "floor":
+        return torch.floor(scaled) / 255
+    if mode == "round":
+        return torch.round(scaled) / 255
+    raise ValueError(f"mode must be 'floor' or 'round', got {mode!r}")
 
 
 def tensor_to_array(x: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.ndarray:

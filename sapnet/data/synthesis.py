@@ -45,7 +45,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-__all__ = ["RAIN_PRESETS", "RainParams", "RainSynthesizer", "synthesize_rain"]
+__all__ = ["RAIN_PRESETS", "RainParams", "RainSynthesizer", "UnknownPresetError", "rain_preset", "synthesize_rain"]
 
 CompositeMode = Literal["add", "screen", "over"]
 _MODES = ("add", "screen", "over")
@@ -103,10 +103,8 @@ class RainParams:
     speed: float = 12.0
 
     def __post_init__(self) -> None:
-        length = self.length
-        if isinstance(length, (int, float)):
-            length = (float(length), float(length))
-        length = tuple(float(v) for v in length)
+        raw = self.length
+        length: tuple[float, ...] = (float(raw),) * 2 if isinstance(raw, (int, float)) else tuple(map(float, raw))
         if len(length) != 2 or not 1.0 <= length[0] <= length[1] <= 200.0:
             raise ValueError(f"length must be (min, max) with 1 <= min <= max <= 200, got {self.length!r}")
         object.__setattr__(self, "length", length)
@@ -206,13 +204,34 @@ RAIN_PRESETS: dict[str, RainParams] = {
 _FIELDS = tuple(f.name for f in dataclasses.fields(RainParams))
 
 
+class UnknownPresetError(KeyError, ValueError):
+    """A rain preset name that is not in :data:`RAIN_PRESETS`; the message lists the known ones.
+
+    A ``KeyError`` like the package's other unknown-name lookups, and a ``ValueError`` like
+    :func:`synthesize_rain`'s other invalid arguments. ``str()`` gives the plain message.
+    """
+
+    def __init__(self, name: object) -> None:
+        super().__init__(f"unknown rain preset {name!r}; choose one of {', '.join(RAIN_PRESETS)}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def rain_preset(name: str) -> RainParams:
+    """The :data:`RAIN_PRESETS` entry called ``name`` (exact, case-sensitive).
+
+    Raises:
+        UnknownPresetError: any other name (or a non-string).
+    """
+    params = RAIN_PRESETS.get(name) if isinstance(name, str) else None
+    if params is None:
+        raise UnknownPresetError(name)
+    return params
+
+
 def _resolve(preset: str | RainParams, overrides: dict[str, Any]) -> RainParams:
-    if isinstance(preset, RainParams):
-        params = preset
-    elif isinstance(preset, str) and preset in RAIN_PRESETS:
-        params = RAIN_PRESETS[preset]
-    else:
-        raise ValueError(f"unknown rain preset {preset!r}; choose one of {sorted(RAIN_PRESETS)} or pass a RainParams")
+    params = preset if isinstance(preset, RainParams) else rain_preset(preset)
     unknown = sorted(set(overrides) - set(_FIELDS))
     if unknown:
         raise TypeError(f"unknown rain parameter(s) {unknown}; valid names: {', '.join(_FIELDS)}")
@@ -336,7 +355,8 @@ def synthesize_rain(
     Raises:
         TypeError: non-tensor or non-floating input, or an unknown override name (the message lists the valid
             ones).
-        ValueError: wrong shape / channel count, values outside [0, 1], an unknown preset or an invalid value.
+        ValueError: wrong shape / channel count, values outside [0, 1] or an invalid value.
+        UnknownPresetError: an unknown preset name (a ``ValueError`` and a ``KeyError``).
 
     Examples:
         >>> clean = torch.full((1, 3, 64, 64), 0.3)

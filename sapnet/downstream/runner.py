@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from sapnet.data.builder import _quantise, pair_seed
-from sapnet.data.image import ImageReadError, format_size, read_image, write_image
+from sapnet.data.builder import pair_seed
+from sapnet.data.image import ImageReadError, format_size, quantize_8bit, read_image, write_image
 from sapnet.data.synthesis import synthesize_rain
 from sapnet.downstream.data import DownstreamItem, DownstreamSet
 from sapnet.downstream.models import Detector, Segmenter
@@ -171,7 +171,9 @@ def evaluate_downstream(
                     rainy = read_image(item.rainy)
                 else:
                     rainy_path = (out / "rainy" if out is not None else Path("rainy")) / f"{item.name}.png"
-                    rainy = _quantise(synthesize_rain(clean[None], rain, pair_seed(seed, item.name, 1))[0])
+                    # Rounded: the rendered input is what write_image stores (as sapnet synth's pairs).
+                    rainy = synthesize_rain(clean[None], rain, pair_seed(seed, item.name, 1))[0]
+                    rainy = quantize_8bit(rainy, "round")
                     if out is not None:
                         write_image(rainy, rainy_path)
                 if rainy.shape != clean.shape:

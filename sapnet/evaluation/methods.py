@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 
 from sapnet.data import IMAGE_EXTENSIONS, ImageReadError, read_image
-from sapnet.data.image import format_size
+from sapnet.data.image import format_size, quantize_8bit
 from sapnet.inference import derain
-from sapnet.metrics import quantize
 from sapnet.models import CheckpointError, load_model
 
 __all__ = ["Method", "MethodRunner", "resolve_method", "resolve_methods"]
@@ -90,7 +89,7 @@ class MethodRunner:
     def __call__(self, method: Method, dataset: str, name: str, rainy_path: Path, rainy: torch.Tensor) -> torch.Tensor:
         """``method``'s output for the rainy image ``rainy`` (float (3, H, W) in [0, 1], read from ``rainy_path``,
         named ``name`` in ``dataset``): float (3, H, W) on 8-bit levels (a network's output quantised with
-        :func:`sapnet.metrics.quantize`; a saved output read as it is).
+        :func:`sapnet.data.image.quantize_8bit` with ``"floor"``; a saved output read as it is).
 
         Raises:
             ImageReadError: no saved output, an unreadable one, or an output of another size than the input.
@@ -100,7 +99,8 @@ class MethodRunner:
             out = read_image(method.output_for(dataset, name, rainy_path))
         else:
             t0 = time.perf_counter()
-            out = quantize(derain(rainy, method.model, device=self.device, tile=self.tile))
+            # Truncated: the evaluation protocol saves a network's output as np.uint8(255 * out) does.
+            out = quantize_8bit(derain(rainy, method.model, device=self.device, tile=self.tile), "floor")
             self.seconds[method.name] = self.seconds.get(method.name, 0.0) + time.perf_counter() - t0
         if out.shape != rainy.shape:
             raise ImageReadError(f"output is {format_size(out)}, the input {format_size(rainy)}")

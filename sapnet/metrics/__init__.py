@@ -4,8 +4,8 @@ Full reference, with the deraining literature's protocol as the default (MATLAB 
 0..255 scale, unrounded, in float64; SSIM of Wang et al. over the valid region; one value per image, a data
 set's figure being the per-image values averaged):
 
-* :func:`psnr` / :class:`PSNR`, :func:`ssim` / :class:`SSIM`, with :func:`rgb_to_y` and :func:`quantize`
-  (the reference scripts' 8-bit saving of a result before it is scored).
+* :func:`psnr` / :class:`PSNR`, :func:`ssim` / :class:`SSIM`, with :func:`rgb_to_y` (the reference scripts'
+  8-bit saving of a result before it is scored is :func:`sapnet.data.image.quantize_8bit` with ``"floor"``).
 
 No reference (lower is better; calibrated against reference implementations' per-image scores):
 
@@ -19,7 +19,7 @@ By name, for tables: :data:`METRICS` (:class:`ImageMetric`: a :class:`MetricSpec
 :func:`check_metrics`.
 """
 
-from sapnet.metrics.full_reference import PSNR, SSIM, psnr, quantize, rgb_to_y, ssim
+from sapnet.metrics.full_reference import PSNR, SSIM, psnr, rgb_to_y, ssim
 from sapnet.metrics.niqe import NIQE, NIQE_BLOCK, niqe
 from sapnet.metrics.no_reference import BRISQUE, MIN_SIZE, brisque, brisque_features
 from sapnet.metrics.piqe import PIQE, PIQE_BLOCK, piqe
@@ -43,7 +43,6 @@ __all__ = [
     "niqe",
     "piqe",
     "psnr",
-    "quantize",
     "rgb_to_y",
     "ssim",
 ]

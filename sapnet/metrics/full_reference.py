@@ -22,24 +22,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["PSNR", "SSIM", "psnr", "quantize", "rgb_to_y", "ssim"]
+__all__ = ["PSNR", "SSIM", "psnr", "rgb_to_y", "ssim"]
 
 Channel = Literal["y", "rgb"]
 
 # MATLAB rgb2ycbcr, luma row, for RGB in [0, 1] and Y on the 0..255 scale.
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 _Y_OFFSET = 16.0
-
-
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Quantise like the reference test scripts that save results as 8-bit PNGs.
-
-    Computes ``uint8(255 * clamp(x, 0, 1))`` where the cast *truncates* (NumPy's ``astype(uint8)``, as in
-    PReNet's ``np.uint8(255 * out)``), and returns it as ``k / 255`` in ``x``'s floating dtype and shape.
-    ``255 * x`` is evaluated in ``x``'s dtype (float32 for model outputs, like the scripts). Not differentiable
-    (zero gradient almost everywhere).
-    """
-    return torch.floor(x.clamp(0, 1) * 255) / 255
 
 
 def _as_batch(x: torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:

@@ -30,7 +30,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from sapnet.metrics import psnr, quantize, ssim
+from sapnet.data.image import quantize_8bit
+from sapnet.metrics import psnr, ssim
 from sapnet.models import Checkpoint, load_weights, save_training_state
 from sapnet.training.config import ConfigError, TrainConfig
 from sapnet.training.ema import WeightEMA
@@ -302,7 +303,7 @@ class Trainer:
                 x, y = self._to_device(item["rainy"][None]), item["clean"][None].to(self.device)
                 with self._autocast():
                     out = net(x)
-                out = quantize(out.float().contiguous())
+                out = quantize_8bit(out.float().contiguous(), "floor")  # truncated as the evaluation protocol
                 p.append(float(psnr(out, y)[0]))
                 s.append(float(ssim(out, y)[0]))
         finally:
