@@ -250,7 +250,7 @@ def test_method_runner_outputs_and_timing(data: Path, model: sapnet.DerainNet, t
     assert torch.equal(again, out) and set(runner.seconds) == {"net"}  # reading takes no network time
     assert runner.total_seconds == runner.seconds["net"]
     sapnet.write_image(out[:, :-2], saved / "set" / "002.png")
-    with pytest.raises(ImageReadError, match=r"output is \(30, 40\), the input \(32, 40\)"):
+    with pytest.raises(ImageReadError, match=r"output is 40x30, the input 40x32"):
         runner(Method("folder", outputs_dir=saved), "set", "002", data / "rain" / "002.png", rainy)
 
 
