@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 import sapnet
 from sapnet import DerainNet, ImageConversionWarning, ImageReadError, derain, read_image, write_image
@@ -675,12 +675,15 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def _png16(path: Path, values: np.ndarray) -> Path:
-    """A 16-bit RGB (HxWx3) or RGBA (HxWx4) PNG, encoded here: unfiltered scanlines, no other chunks."""
+def _png16(path: Path, values: np.ndarray, exif: bytes | None = None) -> Path:
+    """A 16-bit RGB (HxWx3) or RGBA (HxWx4) PNG, encoded here: unfiltered scanlines, an optional eXIf chunk."""
     h, w, c = values.shape
     raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in values)
     header = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
-    chunks = _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
+    chunks = _png_chunk(b"IHDR", header)
+    if exif:
+        chunks += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
+    chunks += _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
     return path
 
@@ -704,8 +707,22 @@ def test_read_16bit_rgb_png_at_full_precision(tmp_path: Path, rng: np.random.Gen
     np.testing.assert_array_equal((x.permute(1, 2, 0).numpy() * 65535).round(), values[:, :, :3])
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_16bit_rgb_png_is_turned_upright_as_pillow_turns_8bit(
+    tmp_path: Path, rng: np.random.Generator, orientation: int
+) -> None:
+    values = rng.integers(0, 65536, size=(H, W, 3), dtype=np.uint16)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = _png16(tmp_path / "rgb16.png", values, exif.tobytes())
+    x = read_image(path)
+    with Image.open(path) as im:  # Pillow decodes the high bytes, and turns them upright itself
+        high = np.asarray(ImageOps.exif_transpose(im))
+    np.testing.assert_array_equal((x.permute(1, 2, 0).numpy() * 65535).round().astype(np.uint16) >> 8, high)
+
+
 def test_write_16bit_png_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
-    values = rng.integers(0, 65536, size=(300, 7, 3), dtype=np.uint16)  # more rows than one compressed block
+    values = rng.integers(0, 65536, size=(300, 7, 3), dtype=np.uint16)
     x = torch.from_numpy(values.astype(np.float32) / 65535).permute(2, 0, 1)
     path = write_image(x, tmp_path / "out16.png", sapnet.data.ImageMeta(bits=16))
     assert _bit_depth(path) == 16

@@ -14,7 +14,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -209,30 +209,70 @@ class ImageMeta:
     exif: bytes | None = None
 
 
-_PNG_16_BIT_RGB = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}  # Pillow raw mode -> the one of the low bytes
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_RGB_TYPES = (2, 6)  # IHDR colour types RGB and RGBA (16-bit gray is read by Pillow itself)
 _ORIENTATION = 0x0112
 
 
-def _raw_mode(im: Image.Image) -> str | None:
-    tile = getattr(im, "tile", None)
-    if not tile:
-        return None
-    args = tile[0].args
-    return args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else None
+def _is_png16_rgb(path: Path) -> bool:
+    """Whether ``path`` is a PNG of 16-bit RGB or RGBA samples (bit depth and colour type from its IHDR chunk),
+    which Pillow decodes to 8 bits only."""
+    with path.open("rb") as f:
+        head = f.read(26)
+    return head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in _PNG_RGB_TYPES
 
 
-def _png16_rgb(path: Path, raw_mode: str, high: Image.Image) -> np.ndarray:
-    """The 16-bit samples (H, W, C) uint16 of a 16-bit RGB(A) PNG, upright. Pillow decodes such files to their
-    high bytes (``high``, already upright); decoding them once more with the little-endian raw mode, which
-    reads the other byte of each sample, gives the low bytes."""
-    with Image.open(path) as im:
-        tile = im.tile[0]
-        low_mode = _PNG_16_BIT_RGB[raw_mode]
-        args = tile.args
-        im.tile = [tile._replace(args=(low_mode, *args[1:]) if isinstance(args, tuple) else low_mode)]
-        im.load()
-        low = np.asarray(ImageOps.exif_transpose(im))
-    return (np.asarray(high).astype(np.uint16) << 8) | low
+def _cv2() -> Any:
+    try:
+        import cv2
+    except ImportError as e:
+        raise ImportError("16-bit RGB PNGs are read and written with OpenCV: pip install opencv-python-headless") from e
+    return cv2
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W, C) turned upright as EXIF ``orientation`` (1..8) says, as ``ImageOps.exif_transpose`` does."""
+    turns = {
+        2: lambda v: v[:, ::-1],
+        3: lambda v: v[::-1, ::-1],
+        4: lambda v: v[::-1],
+        5: lambda v: v.transpose(1, 0, 2),
+        6: lambda v: np.rot90(v, 3),
+        7: lambda v: v.transpose(1, 0, 2)[::-1, ::-1],
+        8: lambda v: np.rot90(v, 1),
+    }
+    return np.ascontiguousarray(turns[orientation](a)) if orientation in turns else a
+
+
+def _read_png16_rgb(path: Path, orientation: int) -> np.ndarray:
+    """The upright 16-bit samples (H, W, 3 or 4) uint16, RGB(A) order, of a 16-bit RGB(A) PNG (OpenCV decodes
+    them at full depth; IMREAD_UNCHANGED leaves the EXIF orientation to us)."""
+    cv2 = _cv2()
+    bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if bgr is None or bgr.dtype != np.uint16 or bgr.ndim != 3:
+        raise ImageReadError(f"{path}: cannot decode the 16-bit PNG")
+    rgb = bgr[..., [2, 1, 0, 3][: bgr.shape[2]]]
+    return _orient(rgb, orientation)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _encode_png16(rgb: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    """A 16-bit RGB PNG of (H, W, 3) uint16 (Pillow writes RGB at 8 bits only: OpenCV encodes it), with an iCCP
+    and an eXIf chunk after IHDR when given."""
+    ok, encoded = _cv2().imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise OSError("OpenCV could not encode the 16-bit PNG")
+    data = encoded.tobytes()
+    extra = b""
+    if icc_profile:
+        extra += _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile))
+    if exif:
+        extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
+    ihdr_end = len(_PNG_SIGNATURE) + 25  # length, type, 13 bytes of header, CRC
+    return data[:ihdr_end] + extra + data[ihdr_end:]
 
 
 def _exif_bytes(im: Image.Image) -> bytes | None:
@@ -260,14 +300,15 @@ def read_image_with_meta(path: str | os.PathLike[str]) -> tuple[torch.Tensor, Im
     if path.is_dir():
         raise ImageReadError(f"{path}: is a directory, not an image")
     try:
+        png16 = _is_png16_rgb(path)
         with Image.open(path) as im:
-            raw_mode = _raw_mode(im) if im.format == "PNG" else None
             im.load()
+            orientation = im.getexif().get(_ORIENTATION, 1)
             upright = ImageOps.exif_transpose(im)
-            bits = 16 if raw_mode in _PNG_16_BIT_RGB or im.mode in _SIXTEEN_BIT_MODES else 8
+            bits = 16 if png16 or im.mode in _SIXTEEN_BIT_MODES else 8
             meta = ImageMeta(bits, im.info.get("icc_profile") or None, _exif_bytes(upright))
-            if raw_mode in _PNG_16_BIT_RGB:
-                return array_to_tensor(_png16_rgb(path, raw_mode, upright), str(path)), meta
+            if png16:
+                return array_to_tensor(_read_png16_rgb(path, orientation), str(path)), meta
             return pil_to_tensor(upright, what=str(path)), meta
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file (Pillow cannot identify it)") from None
@@ -285,48 +326,6 @@ def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
         ImageReadError: missing file, directory, not an image, or a truncated / corrupt image.
     """
     return read_image_with_meta(path)[0]
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def _paeth_rows(x: np.ndarray, previous: np.ndarray, bpp: int) -> np.ndarray:
-    """PNG Paeth filter of the scanlines ``x`` (rows, bytes) int16 whose preceding scanline is ``previous``."""
-    up = np.concatenate((previous[None], x[:-1]))
-    left = np.zeros_like(x)
-    left[:, bpp:] = x[:, :-bpp]
-    up_left = np.zeros_like(x)
-    up_left[:, bpp:] = up[:, :-bpp]
-    p = left + up - up_left
-    pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - up_left)
-    predictor = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, up_left))
-    rows = np.empty((x.shape[0], 1 + x.shape[1]), dtype=np.uint8)
-    rows[:, 0] = 4  # filter type: Paeth
-    rows[:, 1:] = (x - predictor) % 256
-    return rows
-
-
-def _write_png16(f: IO[bytes], rgb: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> None:
-    """Write an (H, W, 3) uint16 array as a 16-bit RGB PNG (Pillow writes RGB at 8 bits only): Paeth-filtered
-    scanlines, compressed a block of rows at a time, with an iCCP and an eXIf chunk when given."""
-    h, w, _ = rgb.shape
-    data = np.ascontiguousarray(rgb, dtype=">u2").view(np.uint8).reshape(h, w * 6)
-    chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))]
-    if icc_profile:
-        chunks.append(_png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
-    if exif:
-        chunks.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
-    z = zlib.compressobj(6)
-    compressed = []
-    previous = np.zeros(w * 6, dtype=np.int16)
-    for start in range(0, h, 256):
-        block = data[start : start + 256].astype(np.int16)
-        compressed.append(z.compress(_paeth_rows(block, previous, 6).tobytes()))
-        previous = block[-1]
-    compressed.append(z.flush())
-    chunks += [_png_chunk(b"IDAT", b"".join(compressed)), _png_chunk(b"IEND", b"")]
-    f.write(b"\x89PNG\r\n\x1a\n" + b"".join(chunks))
 
 
 def write_image(x: torch.Tensor, path: str | os.PathLike[str], meta: ImageMeta | None = None) -> Path:
@@ -352,7 +351,7 @@ def write_image(x: torch.Tensor, path: str | os.PathLike[str], meta: ImageMeta |
     try:
         with os.fdopen(fd, "wb") as f:
             if meta.bits == 16:
-                _write_png16(f, tensor_to_array(x, np.uint16), meta.icc_profile, meta.exif)
+                f.write(_encode_png16(tensor_to_array(x, np.uint16), meta.icc_profile, meta.exif))
             else:
                 tensor_to_pil(x).save(f, format=fmt, **extra)
         umask = os.umask(0)
