@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from sapnet.data.builder import render_pairs, torch_threads
 from sapnet.data.image import quantize_8bit
+from sapnet.files import atomic_write
 
 __all__ = ["DEMO_GENERATOR_VERSION", "default_cache_dir", "demo_dataset", "procedural_image"]
 
@@ -208,10 +209,8 @@ def demo_dataset(
             clean = procedural_image(size, _rng(seed, i))
             render_pairs(clean, stem, out, preset=preset, per_image=1, seed=seed)
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f"{_MARKER}.tmp"
-    tmp.write_text(json.dumps(params, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, marker)
+    with atomic_write(marker) as tmp:
+        tmp.write_text(json.dumps(params, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     readme = root / "README.txt"
     if not readme.exists():
         readme.write_text(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sapnet.files import atomic_write
 
 __all__ = [
     "FLOAT_RANGE_TOLERANCE",
@@ -345,19 +346,9 @@ def write_image(x: torch.Tensor, path: str | os.PathLike[str], meta: ImageMeta |
     if meta.bits == 16 and fmt != "PNG":
         raise ValueError(f"{path}: 16-bit output is written as PNG only, not {fmt}")
     extra = {k: v for k, v in (("icc_profile", meta.icc_profile), ("exif", meta.exif)) if v}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if meta.bits == 16:
-                f.write(_encode_png16(tensor_to_array(x, np.uint16), meta.icc_profile, meta.exif))
-            else:
-                tensor_to_pil(x).save(f, format=fmt, **extra)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp made it 0600; give it the mode open() would have
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp:
+        if meta.bits == 16:
+            tmp.write_bytes(_encode_png16(tensor_to_array(x, np.uint16), meta.icc_profile, meta.exif))
+        else:
+            tensor_to_pil(x).save(tmp, format=fmt, **extra)
     return path

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 
 from sapnet.data.listing import summarise
+from sapnet.files import atomic_write
 from sapnet.models.derain_net import DerainNet, DerainNetConfig, RecurrentKind
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "convert_reference_state_dict",
-    "default_file_mode",
     "load_checkpoint",
     "load_training_state",
     "load_weights",
@@ -94,13 +93,6 @@ def _check_plain(value: Any, where: str) -> None:
     )
 
 
-def default_file_mode() -> int:
-    """The mode a newly created file gets from ``open()`` under the current umask (e.g. ``0o644``)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
 
@@ -108,18 +100,8 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     umask (like any file written with ``open()``), not the ``0600`` of the temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, fsync=True) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)
     return path
 
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import http.client
 import os
-import tempfile
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
 
 from sapnet.data.download import fetch_url, sha256sum
+from sapnet.files import atomic_write
 from sapnet.hub import WeightsUnavailableError, find_file, hub_checkpoint_dir
 from sapnet.models.checkpoint import CheckpointError
 from sapnet.models.registry import WeightsEntry, get_weights
@@ -118,13 +118,9 @@ def _download(
     target = folder / entry.filename
     if target.is_file() and sha256sum(target) == entry.sha256:
         return target
-    folder.mkdir(parents=True, exist_ok=True)
     if log is not None:
         log(f"downloading {entry.url} -> {target}")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.filename}.", suffix=".part", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_write(target, suffix=".part") as tmp:  # deleted unless complete and of the published hash
         try:
             fetch_url(entry.url, tmp, timeout=timeout, progress=progress)
         except urllib.error.HTTPError as e:
@@ -137,12 +133,6 @@ def _download(
                 f"{entry.url}: the downloaded file ({tmp.stat().st_size} bytes, SHA-256 {digest}) is not the "
                 f"published {entry.name} ({entry.bytes} bytes, SHA-256 {entry.sha256}); it was deleted"
             )
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp made it 0600; a downloaded file is readable like any other
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from sapnet.files import atomic_write
+
 __all__ = ["CsvLog", "TensorBoardLog", "plot_curves", "read_csv", "truncate_csv"]
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -64,10 +66,8 @@ def truncate_csv(path: str | os.PathLike[str], column: str, last: float) -> int:
     kept = [rows[0], *(row for row in rows[1:] if keep(row))]
     dropped = len(rows) - len(kept)
     if dropped:
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as f:
+        with atomic_write(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(kept)
-        os.replace(tmp, path)
     return dropped
 
 
@@ -196,7 +196,6 @@ def plot_curves(
     _panel(draw, (0, 0, 500, 400), "training loss (weighted total) and unweighted terms", "step", losses, font)
     _panel(draw, (500, 0, 1000, 400), "validation PSNR (dB, Y)", "epoch", {"PSNR": _series(val, "epoch", "psnr")}, font)
     out_png = Path(out_png)
-    tmp = out_png.with_name(f".{out_png.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, out_png)
+    with atomic_write(out_png) as tmp:
+        image.save(tmp, format="PNG")
     return out_png
