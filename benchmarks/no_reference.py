@@ -13,7 +13,7 @@ photos, timed now in a subprocess when it can run there, otherwise its recorded 
 * PIQE: ``pypiqe`` (1.2, MATLAB's ``piqe`` ported), importable by ``--reference-python`` with OpenCV; its
   per-image scores were computed for this repository (``benchmarks/reference/``).
 
-Target: >= 10x faster than the reference on the real photos.
+Target: >= 10x faster than the reference on the real photos (BRISQUE, NIQE; PIQE has none).
 
     python benchmarks/no_reference.py [--metrics brisque niqe] [--threads N] [--reference-python PATH] [--basicsr DIR]
 """
@@ -96,12 +96,13 @@ class Metric:
     mean_tolerance: float
     recorded_reference_seconds: float  # per SIRR photo, on this CPU (shared/data/README.md, earlier runs)
     timer: str
+    speed_target: float | None = 10.0  # required speed-up on the SIRR photos (None: none set)
 
 
 METRICS = {
     "brisque": Metric(brisque, "brisque", 1.0, 0.3, 0.46, _BRISQUE_TIMER),
     "niqe": Metric(niqe, "niqe", 0.05, 0.02, 0.27, _NIQE_TIMER),
-    "piqe": Metric(piqe, "piqe", 0.1, 0.01, 0.29, _PIQE_TIMER),
+    "piqe": Metric(piqe, "piqe", 0.1, 0.01, 0.29, _PIQE_TIMER, speed_target=None),
 }
 SETS = {  # name -> (image folder and reference CSV under shared/data, else our own reference CSV)
     "SIRR_real": ("SIRR_real/rain", "SIRR_real/{metric}_reference.csv", "{metric}_SIRR_real.csv"),
@@ -167,10 +168,8 @@ def main() -> None:
         print("|---|---|---|")
         print(f"| reference implementation ({how}) | {ref_s:.3f} | 1.0x |")
         print(f"| sapnet.metrics.{name} | {ours_s:.4f} | {ref_s / ours_s:.1f}x |")
-        print(
-            f"\ntarget: >= 10x faster, within {metric.tolerance} on >= 95 % of images, "
-            f"means within {metric.mean_tolerance}"
-        )
+        speed = f">= {metric.speed_target:g}x faster, " if metric.speed_target else "no speed target, "
+        print(f"\ntarget: {speed}within {metric.tolerance} on >= 95 % of images, means within {metric.mean_tolerance}")
 
 
 if __name__ == "__main__":
