@@ -9,8 +9,7 @@ weights are needed; the speed does not depend on the weights). Their warnings ar
 the demo patches as the batch), the derain network and its inputs in channels_last, the loss networks built
 once and frozen (no parameter gradients, eval mode), the contrastive clean / rainy features computed in one
 batch under ``torch.no_grad``, one VGG-16 pass shared by the contrastive and LPIPS terms (their VGG-16 weights
-are identical here), the weight gradients of the derain network's 3x3 convolutions as batched matmuls
-(``sapnet.models.same_conv.conv_same``), the UBS pseudo-labels from the detached logits of its single forward.
+are identical here), the UBS pseudo-labels from the detached logits of its single forward.
 
 The naive step does what a straightforward port of the reference training code does, for the same terms:
 

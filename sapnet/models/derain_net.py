@@ -11,8 +11,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from sapnet.models.blocks import ConvGRUCell, ConvLSTMCell, RecurrentState, ResidualBlock
-from sapnet.models.same_conv import conv_same
+from sapnet.models.blocks import ConvGRUCell, ConvLSTMCell, RecurrentState, ResidualBlock, conv_same
 
 __all__ = ["CellPosition", "DerainNet", "DerainNetConfig", "RecurrentKind", "StageInput"]
 
