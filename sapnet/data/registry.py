@@ -21,6 +21,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sapnet.data.datasets import DatasetWarning
 
@@ -105,8 +106,8 @@ _JORDER = "Yang et al., Deep Joint Rain Detection and Removal from a Single Imag
 _DDN = "Fu et al., Removing Rain from Single Images via a Deep Detail Network (DDN), CVPR 2017"
 
 
-def _info(**kwargs: object) -> DownloadInfo:
-    return DownloadInfo(**kwargs)  # type: ignore[arg-type]
+def _info(**kwargs: Any) -> DownloadInfo:
+    return DownloadInfo(**kwargs)
 
 
 DATASETS: dict[str, DownloadInfo] = {

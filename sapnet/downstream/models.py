@@ -24,7 +24,7 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -118,7 +118,7 @@ def _check_image(image: torch.Tensor) -> None:
 # ------------------------------------------------------------------------------------------------ torchvision
 
 
-def _weights_enum(name: str, kind: str) -> object:
+def _weights_enum(name: str, kind: str) -> Any:  # a torchvision WeightsEnum member (untyped)
     import torchvision.models as tvm
 
     available = tvm.list_models(module=tvm.detection if kind == "detector" else tvm.segmentation)
@@ -137,7 +137,7 @@ def _build_torchvision(
     import torchvision.models as tvm
 
     enum = _weights_enum(name, kind)
-    names: list[str] = list(enum.meta["categories"])  # type: ignore[attr-defined]
+    names: list[str] = list(enum.meta["categories"])
     state: dict[str, torch.Tensor] | None = None
     if weights == "random":
         source = f"random (seed {seed})"
@@ -148,7 +148,7 @@ def _build_torchvision(
         )
     else:
         if weights == "pretrained":
-            path = torchvision_checkpoint(enum.url, f"the {kind} {name}", _HINT)  # type: ignore[attr-defined]
+            path = torchvision_checkpoint(enum.url, f"the {kind} {name}", _HINT)
             source = f"torchvision {enum}"
         else:
             path = Path(weights)

@@ -31,7 +31,7 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import nn
@@ -60,6 +60,8 @@ __all__ = [
     "describe_source",
     "freeze",
 ]
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 BackboneMode = Literal["imagenet", "random"]
 """How backbones without a weight file are initialised."""
@@ -98,7 +100,7 @@ def describe_source(mode: BackboneMode, weight_file: str | os.PathLike[str] | No
     return mode
 
 
-def freeze(module: nn.Module) -> nn.Module:
+def freeze(module: ModuleT) -> ModuleT:
     """Turn off ``requires_grad`` for every parameter of ``module`` and put it in eval mode; returns it."""
     module.requires_grad_(False)
     return module.eval()
@@ -177,7 +179,7 @@ def build_vgg16_features(
     else:
         path = Path(weight_file) if weight_file is not None else torchvision_checkpoint(_VGG16_URL, what, _HINT)
         load_strict(features, _features_state(load_state_dict_file(path)), f"{what} (from {path})")
-    return freeze(features), source  # type: ignore[return-value]
+    return freeze(features), source
 
 
 # ------------------------------------------------------------------------------------------------ LPIPS trunk
@@ -221,7 +223,7 @@ def build_lpips_trunk(
             else torchvision_checkpoint(_LPIPS_TRUNK_URLS[net], f"the LPIPS trunk ({net})", _HINT)
         )
         load_strict(features, _features_state(load_state_dict_file(path)), f"the LPIPS trunk {net} (from {path})")
-    return freeze(features), source  # type: ignore[return-value]
+    return freeze(features), source
 
 
 # ------------------------------------------------------------------------------------------ segmentation net
