@@ -410,3 +410,49 @@ def test_public_checkpoints_reproduce_published_figures(rain100l_dir: Path, comp
     result = evaluate([str(compat_dir / f"{name}.pth")], [f"Rain100L={rain100l_dir}"], progress=False)
     _check_published(_by(result.records, "Rainy", "Rain100L"), "Rainy")
     _check_published(_by(result.records, name, "Rain100L"), name)
+
+
+def test_images_list_restricts_scoring_and_reports_missing(data: Path, tmp_path: Path) -> None:
+    names = sorted(p.name for p in (data / "rain").iterdir())
+    listed = tmp_path / "subset.txt"
+    listed.write_text(f"# two of them\n{names[0]}\n\n{names[1]}  # trailing comment\nnot_there.png\n")
+    messages: list[str] = []
+    result = evaluate(
+        [], [f"set={data}"], ["psnr"], tmp_path / "out", images=sapnet.data.read_name_list(listed), log=messages.append
+    )
+    rainy = next(r for r in result.records if r.method == "Rainy")
+    assert rainy.n == 2
+    assert any("1 listed image not found: not_there.png" in m for m in messages)
+    assert "Only listed images were scored (3 listed)." in (tmp_path / "out" / "table.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "error"), [("", "lists no image names"), ("a.png\nb.png\na.png\n", "more than once: a.png")]
+)
+def test_read_name_list_errors(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "list.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=error):
+        sapnet.data.read_name_list(path)
+    with pytest.raises(FileNotFoundError, match="no such image list"):
+        sapnet.data.read_name_list(tmp_path / "missing.txt")
+
+
+def test_the_committed_sirr_split(shared_dir: Path) -> None:
+    """30 held out + 117 for adaptation: disjoint, together every SIRR photo."""
+    root = Path(__file__).resolve().parents[1] / "datasets" / "splits"
+    held = sapnet.data.read_name_list(root / "sirr_real_heldout.txt")
+    adapt = sapnet.data.read_name_list(root / "sirr_real_adapt.txt")
+    assert len(held) == 30 and len(adapt) == 117 and not set(held) & set(adapt)
+    folder = shared_dir / "data" / "SIRR_real" / "rain"
+    if folder.is_dir():
+        assert sorted(held + adapt) == sorted(p.name for p in sapnet.data.list_images(folder))
+
+
+def test_cli_images_option(data: Path, tmp_path: Path, capsys) -> None:
+    listed = tmp_path / "subset.txt"
+    listed.write_text(sorted(p.name for p in (data / "rain").iterdir())[0] + "\n")
+    assert main(["evaluate", "--dataset", str(data), "--images", str(listed), "--out", str(tmp_path / "o")]) == 0
+    assert "Only listed images were scored (1 listed)." in capsys.readouterr().out
+    assert main(["evaluate", "--dataset", str(data), "--images", str(tmp_path / "nope.txt"), "--out", "x"]) == 2
+    assert "no such image list" in capsys.readouterr().err

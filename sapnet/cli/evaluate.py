@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sapnet.data.listing import read_name_list
 from sapnet.downstream.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 from sapnet.downstream.tasks import TASKS as DOWNSTREAM_TASKS
 from sapnet.evaluation import evaluate
@@ -93,9 +94,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     g = p.add_argument_group(
         "image scoring (--task restoration, the default)",
-        "PSNR / SSIM / BRISQUE of each method on each dataset (a table methods x datasets, per-image CSV). Paired "
-        "folders get PSNR/SSIM (and the no-reference metrics when asked); folders of real photos get the "
-        "no-reference metrics.",
+        "PSNR / SSIM / BRISQUE / NIQE / PIQE of each method on each dataset (a table methods x datasets, "
+        "per-image CSV). Paired folders get PSNR/SSIM (and the no-reference metrics when asked); folders of "
+        "real photos get the no-reference metrics.",
     )
     task_option(
         g,
@@ -109,6 +110,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     task_option(
         g, (RESTORATION,), "--save-outputs", action="store_true", help="write the scored (quantised) outputs as PNG"
+    )
+    task_option(
+        g,
+        (RESTORATION,),
+        "--images",
+        type=Path,
+        metavar="LIST.txt",
+        help="score only the images named in this file, one file name per line (e.g. the held-out real photos, "
+        "datasets/splits/sirr_real_heldout.txt)",
     )
 
     g = p.add_argument_group(
@@ -250,6 +260,11 @@ def run_restoration(args: argparse.Namespace) -> int:
     if not args.datasets:
         print("sapnet evaluate: --dataset is required (a benchmark folder, NAME=DIR)", file=sys.stderr)
         return 2
+    try:
+        images = read_name_list(args.images) if args.images is not None else None
+    except (OSError, ValueError) as e:
+        print(f"sapnet evaluate: --images: {e}", file=sys.stderr)
+        return 2
     result = evaluate(
         args.models,
         args.datasets,
@@ -260,6 +275,7 @@ def run_restoration(args: argparse.Namespace) -> int:
         tile=args.tile,
         grid_images=args.grid_images,
         limit=args.limit,
+        images=images,
         log=lambda message: print(message, file=sys.stderr),
     )
     print(result.files["md"].read_text())

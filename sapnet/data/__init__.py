@@ -30,7 +30,7 @@ from sapnet.data.image import (
     tensor_to_pil,
     write_image,
 )
-from sapnet.data.listing import list_images, natural_sort_key
+from sapnet.data.listing import list_images, natural_sort_key, read_name_list
 from sapnet.data.registry import BENCHMARKS, DATASETS, BenchmarkInfo, DownloadInfo, check_benchmark, get_benchmark
 from sapnet.data.synthesis import (
     RAIN_PRESETS,
@@ -81,6 +81,7 @@ __all__ = [
     "rain_preset",
     "read_image",
     "read_image_with_meta",
+    "read_name_list",
     "synthesize_rain",
     "tensor_to_array",
     "tensor_to_pil",

@@ -15,7 +15,7 @@ from typing import Any
 
 from sapnet.data.image import IMAGE_EXTENSIONS
 
-__all__ = ["LIST_LIMIT", "is_image_file", "list_images", "natural_sort_key", "plural", "summarise"]
+__all__ = ["LIST_LIMIT", "is_image_file", "list_images", "natural_sort_key", "plural", "read_name_list", "summarise"]
 
 LIST_LIMIT = 10
 """Items a message names before it says how many more there are."""
@@ -48,6 +48,27 @@ def list_images(folder: str | os.PathLike[str], *, recursive: bool = False) -> l
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found.extend(p for name in files if is_image_file(p := Path(here) / name))
     return sorted(found, key=lambda p: tuple(natural_sort_key(part) for part in p.relative_to(root).parts))
+
+
+def read_name_list(path: str | os.PathLike[str]) -> list[str]:
+    """The file names listed in a text file, one per line (blank lines and ``#`` comments ignored), in order.
+
+    Such lists fix a subset of a folder, e.g. ``datasets/splits/sirr_real_heldout.txt``.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: a name listed twice, or no names.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image list")
+    names = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError(f"{path}: lists no image names")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{path}: names listed more than once: {summarise(repeated)}")
+    return names
 
 
 def plural(n: int, word: str) -> str:

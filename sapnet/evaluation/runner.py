@@ -20,6 +20,7 @@ from tqdm import tqdm
 from sapnet.data import ImageConversionWarning, ImageReadError, read_image, write_image
 from sapnet.data.datasets import DatasetError, LayoutNotFoundError, find_images, find_pairs
 from sapnet.data.image import format_size
+from sapnet.data.listing import plural, summarise
 from sapnet.data.registry import check_benchmark
 from sapnet.evaluation.grid import comparison_grid
 from sapnet.evaluation.methods import Method, MethodRunner, resolve_methods
@@ -77,6 +78,7 @@ def evaluate(
     tile: int | None = None,
     grid_images: int = 4,
     limit: int | None = None,
+    images: Sequence[str] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> EvaluationResult:
@@ -95,6 +97,8 @@ def evaluate(
         grid_images: images per dataset in the comparison grid (0: none).
         limit: score only the first ``limit`` images of each dataset (in the datasets' natural order); the
             tables say so. ``None``: all.
+        images: score only the images of these file names (or pair names), e.g. a split from
+            :func:`sapnet.data.read_name_list`; listed names a dataset lacks are reported. Before ``limit``.
         progress: show tqdm progress bars.
         log: where messages about skipped inputs go.
 
@@ -105,6 +109,8 @@ def evaluate(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
     chosen = [METRICS[m] for m in metrics]
+    subset = f" Only listed images were scored ({len(images)} listed)." if images is not None else ""
+    subset += f" Only the first {limit} images of each dataset were scored." if limit else ""
     records: list[Record] = []
     per_image: list[dict[str, object]] = []
     result = EvaluationResult(records, per_image)
@@ -130,6 +136,11 @@ def evaluate(
                 log(f"skipping dataset {ds.name}: {e}")
                 records.append(Record(RAINY, ds.name, skipped=[("*", str(e))]))
                 continue
+            if images is not None:
+                items = _select(items, images, ds.name, log)
+                if not items:
+                    log(f"skipping dataset {ds.name}: none of the {len(images)} listed images is in it")
+                    continue
             if limit is not None:
                 items = items[:limit]
             active = [m for m in chosen if paired or not m.paired]
@@ -181,7 +192,8 @@ def evaluate(
                     )
             current = None
             close_dataset(rows, sums)
-            for warning in [] if limit else _benchmark_warnings(ds.name, len(items), rows[RAINY].values.get("psnr")):
+            whole = limit is None and images is None  # a subset is not expected to match the benchmark's figures
+            for warning in _benchmark_warnings(ds.name, len(items), rows[RAINY].values.get("psnr")) if whole else []:
                 log(f"warning: {warning}")
             if out is not None and grid_rows:
                 titles = [*rows, *(["Clean"] if paired else [])]
@@ -194,7 +206,7 @@ def evaluate(
             close_dataset(*current)
         scored = sum(r.n for r in records if r.method == RAINY)
         note = f"PARTIAL results: interrupted after {scored} images were scored (the means are over those)."
-        _finish(result, failed_methods, specs, out, limit, note)
+        _finish(result, failed_methods, specs, out, subset, note)
         where = f": partial table in {result.files['md']}" if out is not None else ""
         log(f"interrupted after {scored} images{where}")
         raise
@@ -202,9 +214,22 @@ def evaluate(
         if writer is not None:
             writer.close()
 
-    _finish(result, failed_methods, specs, out, limit)
+    _finish(result, failed_methods, specs, out, subset)
     result.model_seconds = runner.total_seconds
     return result
+
+
+def _select(
+    items: list[tuple[str, Path, Path | None]], names: Sequence[str], dataset: str, log: Callable[[str], None]
+) -> list[tuple[str, Path, Path | None]]:
+    """The items whose rainy file name or pair name is in ``names`` (their order kept); reports the missing."""
+    wanted = set(names)
+    kept = [item for item in items if item[1].name in wanted or item[0] in wanted]
+    found = {item[1].name for item in kept} | {item[0] for item in kept}
+    missing = [n for n in names if n not in found]
+    if missing and kept:
+        log(f"{dataset}: {plural(len(missing), 'listed image')} not found: {summarise(missing)}")
+    return kept
 
 
 def _finish(
@@ -212,14 +237,14 @@ def _finish(
     failed_methods: list[tuple[str, str]],
     specs: list[MetricSpec],
     out: Path | None,
-    limit: int | None,
+    subset: str,
     partial: str = "",
 ) -> None:
     """List the methods that did not load and write the tables (``partial``: what an interrupted run says)."""
     for name, reason in failed_methods:
         result.records.append(Record(name, "*", skipped=[("*", reason)]))
     if out is not None:
-        note = _PROTOCOL_NOTE + (f" Only the first {limit} images of each dataset were scored." if limit else "")
+        note = _PROTOCOL_NOTE + subset
         result.files.update(write_records(result.records, specs, out, note=f"{partial} {note}" if partial else note))
         result.files["per_image"] = out / "per_image.csv"
 
@@ -227,7 +252,8 @@ def _finish(
 _PROTOCOL_NOTE = (
     "PSNR / SSIM: Y channel of MATLAB rgb2ycbcr on [0, 255] doubles, 11x11 Gaussian SSIM (sigma 1.5), per-image "
     "values averaged; network outputs quantised as uint8(255 * clamp(x, 0, 1)) (truncation) before scoring. "
-    "BRISQUE: original LIVE-trained model, lower is better."
+    "BRISQUE (original LIVE-trained model), NIQE (MATLAB release's pristine model, Y channel, 96x96 blocks), "
+    "PIQE: lower is better."
 )
 
 
