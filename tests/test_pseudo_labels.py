@@ -319,6 +319,22 @@ def test_bad_candidates(tmp_path: Path, candidates: dict[str, Fn], match: str) -
         bank.update(candidates, epoch=0)
 
 
+def test_an_update_that_raises_changes_nothing(tmp_path: Path) -> None:
+    bank = PseudoLabelBank(_folder(tmp_path / "real"), [MEAN], store=tmp_path / "store")
+    bank.update({"half": _scale(0.5)}, epoch=0)
+    before = bank.state_dict()
+
+    def fails_on_img2(x: torch.Tensor) -> torch.Tensor:
+        if x.mean() > 0.55:  # img2 (seed 1) is the bright one: img1 has been relabelled by then
+            raise RuntimeError("teacher crashed")
+        return x * 0.1
+
+    with pytest.raises(RuntimeError, match="crashed"):
+        bank.update({"better": _scale(0.25), "flaky": fails_on_img2}, epoch=1)
+    assert bank.state_dict() == before
+    assert bank.update({"better": _scale(0.25)}, epoch=1).replaced == {"better": 3}
+
+
 @pytest.mark.parametrize(("metrics", "match"), [(["psnr"], "clean reference"), (["sharpness"], "unknown"), ([], "at")])
 def test_bad_metrics(tmp_path: Path, metrics: list[str], match: str) -> None:
     with pytest.raises(ValueError, match=match):

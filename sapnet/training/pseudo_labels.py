@@ -389,19 +389,19 @@ class PseudoLabelBank:
                 failed[key] = f"score {value}"
         return scores, failed
 
-    def _initial(self, name: str, x: torch.Tensor, epoch: int) -> PseudoLabel | None:
+    def _initial(self, name: str, x: torch.Tensor, epoch: int) -> tuple[PseudoLabel | None, str]:
+        """The input as the initial label, or ``None`` and why when no metric can score it."""
         scores, failed = self._score(x, list(self.metrics))
         for key, why in failed.items():
             warnings.warn(
                 PseudoLabelWarning(f"photo {name!r}: {key} cannot score it ({why}); ranked without it"), stacklevel=3
             )
         if not scores:
-            self.excluded[name] = "; ".join(f"{k}: {v}" for k, v in failed.items())
             warnings.warn(
                 PseudoLabelWarning(f"photo {name!r}: no metric can score it; left out of the bank"), stacklevel=3
             )
-            return None
-        return PseudoLabel(INPUT, epoch, scores)
+            return None, "; ".join(f"{k}: {v}" for k, v in failed.items())
+        return PseudoLabel(INPUT, int(epoch), scores), ""
 
     def update(self, candidates: Mapping[str, Teacher], epoch: int, *, progress: bool = False) -> UpdateSummary:
         """Restore every photo with every candidate and keep, per photo, the best of its label and them.
@@ -411,6 +411,8 @@ class PseudoLabelBank:
                 matters only for complete ties (the earlier candidate wins).
             epoch: recorded with the labels chosen now.
             progress: a tqdm bar over the photos.
+
+        An update that raises (a candidate's error) leaves the bank's state as it was.
 
         Raises:
             ValueError: no candidates, a candidate named :data:`INPUT`, or one returning another shape than (3, H, W)
@@ -422,7 +424,10 @@ class PseudoLabelBank:
             raise ValueError(f"update: {INPUT!r} is reserved for the rainy photo itself; rename that candidate")
         for rel in self._superseded:
             (self.store / rel).unlink(missing_ok=True)
-        self.updates += 1
+        # Work on copies: an update that raises leaves the bank as it was (its new files are overwritten alike
+        # when the update is run again).
+        number = self.updates + 1
+        labels, excluded = dict(self.labels), dict(self.excluded)
         superseded: list[str] = []
         replaced: Counter[str] = Counter()
         sums: dict[str, dict[str, list[float]]] = {c: {} for c in candidates}
@@ -431,13 +436,14 @@ class PseudoLabelBank:
         names = [n for n in self.files if n not in self.excluded]
         for name in tqdm(names, desc="pseudo-labels", unit="img", disable=not progress):
             x = read_image(self.files[name])
-            current = self.labels.get(name)
+            current = labels.get(name)
             if current is None:
-                current = self._initial(name, x, epoch)
+                current, why = self._initial(name, x, epoch)
                 if current is None:
+                    excluded[name] = why
                     newly_excluded.append(name)
                     continue
-                self.labels[name] = current
+                labels[name] = current
             keys = [k for k in self.metrics if k in current.scores]
             pool: list[tuple[str, dict[str, float], torch.Tensor | None]] = [(current.source, current.scores, None)]
             for cand, teacher in candidates.items():
@@ -464,13 +470,13 @@ class PseudoLabelBank:
                 continue
             cand, scores, label = pool[best]
             assert label is not None
-            rel = f"{_LABEL_DIR}/{name}-u{self.updates:04d}.png"
+            rel = f"{_LABEL_DIR}/{name}-u{number:04d}.png"
             write_image(label, self.store / rel)
             if current.file is not None:
                 superseded.append(current.file)
-            self.labels[name] = PseudoLabel(cand, int(epoch), dict(scores), rel)
+            labels[name] = PseudoLabel(cand, int(epoch), dict(scores), rel)
             replaced[cand] += 1
-        self._superseded = superseded
+        self.labels, self.excluded, self.updates, self._superseded = labels, excluded, number, superseded
         self._write_state()
         label_means: dict[str, float] = {}
         for k in self.metrics:
