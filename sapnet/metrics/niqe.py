@@ -35,6 +35,7 @@ from torch import nn
 
 from sapnet.metrics.full_reference import rgb_to_y
 from sapnet.metrics.no_reference import _blur_valid as blur_valid
+from sapnet.metrics.no_reference import _per_image
 
 __all__ = ["NIQE", "NIQE_BLOCK", "niqe"]
 
@@ -203,20 +204,17 @@ def niqe(x: torch.Tensor | Sequence[torch.Tensor], data_range: float = 1.0) -> t
         >>> scores.shape, bool(scores[1] > scores[0])  # noise makes an image less natural
         (torch.Size([2]), True)
     """
-    single = isinstance(x, torch.Tensor) and x.dim() == 3
-    images: list[torch.Tensor] = [x] if isinstance(x, torch.Tensor) and single else list(x)
-    scores = []
-    for image in images:
+
+    def score(image: torch.Tensor) -> torch.Tensor:
         _check(image)
-        y = _luma(image.detach(), data_range)
+        y = _luma(image, data_range)
         h, w = y.shape
         y = y[: h - h % NIQE_BLOCK, : w - w % NIQE_BLOCK]
         full = _scale_features(y, NIQE_BLOCK)
         small = _matlab_half(_matlab_half(y / 255.0, 0), 1) * 255.0
-        half = _scale_features(small, NIQE_BLOCK // 2)
-        scores.append(_score(torch.cat([full, half], 1)))
-    out = torch.stack(scores) if scores else torch.empty(0, dtype=torch.float64)
-    return out[0] if single else out
+        return _score(torch.cat([full, _scale_features(small, NIQE_BLOCK // 2)], 1))
+
+    return _per_image(x, score)
 
 
 class NIQE(nn.Module):

@@ -322,6 +322,15 @@ def _features_from_moments(m: torch.Tensor) -> torch.Tensor:
     return torch.cat(feats, 1)
 
 
+def _per_image(x: torch.Tensor | Sequence[torch.Tensor], score: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``score`` (one (C, H, W) image -> 0-d float64) of each image of a batch (N, C, H, W), a list, or one
+    (C, H, W) image: (N,) float64, or 0-d for one image; (0,) for an empty list."""
+    single = isinstance(x, torch.Tensor) and x.dim() == 3
+    images: list[torch.Tensor] = [x] if isinstance(x, torch.Tensor) and single else list(x)
+    out = torch.stack([score(image.detach()) for image in images]) if images else torch.empty(0, dtype=torch.float64)
+    return out[0] if single else out
+
+
 def _check(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) or (C, H, W), C in {1, 3}, float, at least MIN_SIZE -> (N, C, H, W)."""
     if x.dim() == 3:

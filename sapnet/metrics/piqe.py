@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sapnet.metrics.no_reference import _blur_valid as blur_valid
+from sapnet.metrics.no_reference import _per_image
 
 __all__ = ["PIQE", "PIQE_BLOCK", "piqe"]
 
@@ -117,19 +118,17 @@ def piqe(x: torch.Tensor | Sequence[torch.Tensor], data_range: float = 1.0) -> t
         >>> scores.shape, bool(0 <= scores[0] <= 100), bool(scores[0] == scores[1])
         (torch.Size([2]), True, True)
     """
-    single = isinstance(x, torch.Tensor) and x.dim() == 3
-    images: list[torch.Tensor] = [x] if isinstance(x, torch.Tensor) and single else list(x)
-    scores = []
-    for image in images:
+
+    def score(image: torch.Tensor) -> torch.Tensor:
         if image.dim() != 3 or image.shape[0] not in (1, 3) or not image.is_floating_point():
             raise ValueError(f"expected float (3, H, W) or (1, H, W) images, got {image.dtype} {tuple(image.shape)}")
         if min(image.shape[-2:]) < PIQE_BLOCK:
             raise ValueError(
                 f"PIQE needs at least {PIQE_BLOCK}x{PIQE_BLOCK} pixels, got {image.shape[-1]}x{image.shape[-2]} (WxH)"
             )
-        scores.append(_score(_gray(image.detach(), data_range)))
-    out = torch.stack(scores) if scores else torch.empty(0, dtype=torch.float64)
-    return out[0] if single else out
+        return _score(_gray(image, data_range))
+
+    return _per_image(x, score)
 
 
 class PIQE(nn.Module):
