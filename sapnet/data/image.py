@@ -303,13 +303,14 @@ def read_image_with_meta(path: str | os.PathLike[str]) -> tuple[torch.Tensor, Im
     try:
         png16 = _is_png16_rgb(path)
         with Image.open(path) as im:
-            im.load()
-            orientation = im.getexif().get(_ORIENTATION, 1)
-            upright = ImageOps.exif_transpose(im)
-            bits = 16 if png16 or im.mode in _SIXTEEN_BIT_MODES else 8
-            meta = ImageMeta(bits, im.info.get("icc_profile") or None, _exif_bytes(upright))
-            if png16:
+            if png16:  # OpenCV decodes the pixels; Pillow only reads the metadata (and the 8-bit pixels are not)
+                orientation = im.getexif().get(_ORIENTATION, 1)  # before _exif_bytes drops the tag
+                meta = ImageMeta(16, im.info.get("icc_profile") or None, _exif_bytes(im))
                 return array_to_tensor(_read_png16_rgb(path, orientation), str(path)), meta
+            im.load()
+            upright = ImageOps.exif_transpose(im)
+            bits = 16 if im.mode in _SIXTEEN_BIT_MODES else 8
+            meta = ImageMeta(bits, im.info.get("icc_profile") or None, _exif_bytes(upright))
             return pil_to_tensor(upright, what=str(path)), meta
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file (Pillow cannot identify it)") from None
