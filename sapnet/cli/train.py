@@ -38,6 +38,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_training_arguments(p)
+    p.set_defaults(run=run, default_config=None)
+    return p
+
+
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``sapnet train`` (also those of ``sapnet adapt``)."""
     p.add_argument("--config", type=Path, metavar="FILE", help="YAML config (see configs/); 'base:' is followed")
     p.add_argument(
         "--set",
@@ -112,8 +119,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     switches.add_argument(
         "--tensorboard", action=bool_opt, help="TensorBoard events in OUT/tensorboard (pip install tensorboard)"
     )
-    p.set_defaults(run=run)
-    return p
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
@@ -123,10 +128,13 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     Raises:
         ConfigError: unreadable / invalid config, unknown ``--set`` key, or a resulting value that cannot work.
     """
+    default = getattr(args, "default_config", None)
     if args.config is not None:
         cfg = TrainConfig.from_yaml(args.config)
+    elif base is not None:
+        cfg = base
     else:
-        cfg = base if base is not None else TrainConfig()
+        cfg = TrainConfig.from_yaml(default) if default is not None else TrainConfig()
     for item in args.overrides:
         key, sep, text = item.partition("=")
         if not sep:
@@ -163,6 +171,10 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         value = getattr(args, attr)
         if value is not None:
             cfg.set(key, value, source=f"--{attr.replace('_', '-')}")
+    for attr, key in getattr(args, "extra_keys", {}).items():
+        value = getattr(args, attr)
+        if value is not None:
+            cfg.set(key, value, source=f"--{attr.replace('_', '-')}")
     if args.ema is not None:
         cfg.set("optim.ema", args.ema if args.ema > 0 else None, source="--ema")
     if args.grad_clip is not None:
@@ -191,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     from sapnet.training.trainer import DivergedError, Trainer
 
     def err(message: str) -> None:
-        print(f"sapnet train: error: {message}", file=sys.stderr)
+        print(f"sapnet {args.command}: error: {message}", file=sys.stderr)
 
     try:
         resume = None
@@ -219,8 +231,11 @@ def run(args: argparse.Namespace) -> int:
         err(str(e))
         return 3
     if trainer.is_main:
-        best = f"{result.best_psnr:.3f} dB" if result.best_psnr is not None else "n/a"
-        print(f"done: step {result.step}, epoch {result.epoch}, best val PSNR {best}")
+        if result.best_real_score is not None:
+            best = f"held-out score {result.best_real_score:.4f}"
+        else:
+            best = f"val PSNR {result.best_psnr:.3f} dB" if result.best_psnr is not None else "val PSNR n/a"
+        print(f"done: step {result.step}, epoch {result.epoch}, best {best}")
         print(f"last: {result.last}")
         if result.best is not None:
             print(f"best: {result.best}")

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sapnet.files import atomic_write
@@ -29,6 +30,7 @@ __all__ = [
     "ImageReadError",
     "array_to_tensor",
     "check_float_range",
+    "fit_max_side",
     "format_size",
     "pil_to_tensor",
     "quantize_8bit",
@@ -142,6 +144,25 @@ def quantize_8bit(x: torch.Tensor, mode: Literal["floor", "round"]) -> torch.Ten
     if mode == "round":
         return torch.round(scaled) / 255
     raise ValueError(f"mode must be 'floor' or 'round', got {mode!r}")
+
+
+def fit_max_side(x: torch.Tensor, max_side: int | None) -> torch.Tensor:
+    """``x`` (C, H, W) or (N, C, H, W), float, downscaled so that its longer side is at most ``max_side`` (aspect
+    kept, sides rounded, antialiased bilinear, values clamped to ``x``'s range [0, 1]); ``x`` itself when it fits
+    or ``max_side`` is ``None``.
+
+    Examples:
+        >>> fit_max_side(torch.rand(3, 300, 400), 200).shape
+        torch.Size([3, 150, 200])
+    """
+    h, w = x.shape[-2:]
+    if max_side is None or max(h, w) <= max_side:
+        return x
+    scale = max_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    batch = x if x.ndim == 4 else x[None]
+    out = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return out if x.ndim == 4 else out[0]
 
 
 def tensor_to_array(x: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.ndarray:

@@ -5,9 +5,10 @@
 1. a mirror folder, ``weights_dir=`` or the ``SAPNET_WEIGHTS_DIR`` environment variable, searched recursively:
    any file of the entry's size and SHA-256 is used, whatever its name or place (so a copy of the authors'
    ``logs/`` folder, or ``../shared/compat``, serves every entry);
-2. the cache, ``torch.hub.get_dir()/checkpoints/sapnet/<arch>.<tag>-<sha256[:8]>.pth`` (``$TORCH_HOME``), whose
-   hash is checked at every use: a corrupted file is reported, never loaded;
-3. a download of the entry's URL with a progress bar, into a temporary file beside the cache entry that is
+2. for our own weights (``bundled``), the repository's ``checkpoints/<arch>.<tag>-<sha256[:8]>.pth``;
+3. the cache, ``torch.hub.get_dir()/checkpoints/sapnet/<arch>.<tag>-<sha256[:8]>.pth`` (``$TORCH_HOME``), whose
+   hash is checked at every use (as the shipped file's): a corrupted file is reported, never loaded;
+4. a download of the entry's URL with a progress bar, into a temporary file beside the cache entry that is
    renamed into place only after its SHA-256 matches (a mismatch or an interruption leaves nothing behind).
 
 The plumbing shared with the loss backbones and the downstream models (torch hub cache folder, memoised
@@ -32,6 +33,7 @@ __all__ = [
     "WEIGHTS_DIR_ENV",
     "WeightsError",
     "WeightsHashError",
+    "bundled_dir",
     "cache_dir",
     "cached_file",
     "download_weights",
@@ -51,6 +53,12 @@ class WeightsError(WeightsUnavailableError, CheckpointError):
 
 class WeightsHashError(WeightsError):
     """A weights file whose SHA-256 is not the registry's (corrupted cache, tampered or wrong download)."""
+
+
+def bundled_dir() -> Path:
+    """The repository's ``checkpoints/`` folder (beside the ``sapnet`` package of a checkout or an editable
+    install), where the weights we trained ourselves are shipped (:attr:`WeightsEntry.bundled`)."""
+    return Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 def cache_dir() -> Path:
@@ -176,9 +184,20 @@ def weights_file(
         found = find_in_mirror(entry, mirror)
         if found is not None:
             return found
+    if entry.bundled:
+        shipped = bundled_dir() / entry.filename
+        if shipped.is_file():
+            return _check_cached(entry, shipped)
     cached = cached_file(entry)
     if cached.is_file():
         return _check_cached(entry, cached)
+    if entry.bundled and not entry.url:
+        where = f"the mirror folder {os.fspath(mirror)!r}, " if mirror is not None else ""
+        raise WeightsError(
+            f"{entry.name}: sapnet's own weights ({entry.filename}, {entry.bytes} bytes) are shipped in the "
+            f"repository's checkpoints/ folder and are not downloadable; not found in {where}{bundled_dir()} or "
+            f"{cache_dir()}: copy the file from a sapnet checkout into a folder named by {WEIGHTS_DIR_ENV}"
+        )
     if not download:
         raise WeightsError(_unavailable(entry, "downloads are disabled", mirror))
     try:

@@ -162,6 +162,9 @@ class WeightsEntry:
         params: parameter count.
         published: the authors' figures (PSNR / SSIM on their test set), with where they were published.
         notes: anything a user should know.
+        architecture: the network (an :data:`ARCHITECTURES` name) when it is not the name's ``arch`` part.
+        bundled: weights trained by us and shipped in the repository's ``checkpoints/`` folder (``url`` empty:
+            they are found there, in a mirror folder or in the cache, never downloaded).
     """
 
     name: str
@@ -175,10 +178,18 @@ class WeightsEntry:
     params: int
     published: tuple[PublishedScore, ...] = ()
     notes: str = ""
+    architecture: str = ""
+    bundled: bool = False
 
     @property
     def arch(self) -> str:
+        """The name's first part (``"prenet"`` of ``"prenet.rain100h"``): the family it is listed under."""
         return self.name.split(".", 1)[0]
+
+    @property
+    def network(self) -> str:
+        """The :data:`ARCHITECTURES` entry of the weights' network: ``architecture``, else :attr:`arch`."""
+        return self.architecture or self.arch
 
     @property
     def tag(self) -> str:
@@ -187,7 +198,7 @@ class WeightsEntry:
     @property
     def config(self) -> DerainNetConfig:
         """The network these weights belong to."""
-        return replace(ARCHITECTURES[self.arch].config, stages=self.stages)
+        return replace(ARCHITECTURES[self.network].config, stages=self.stages)
 
     @property
     def filename(self) -> str:

@@ -15,8 +15,10 @@ from typing import Any, cast
 
 import yaml
 
+from sapnet.data.synthesis import UnknownPresetError, rain_preset
 from sapnet.losses.backbones import BackboneMode
 from sapnet.losses.combined import LossWeights, SAPNetLoss, check_loss_options
+from sapnet.metrics import METRICS
 from sapnet.models import CheckpointError, DerainNet, DerainNetConfig, create_model
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
+    "RealConfig",
     "RunConfig",
     "TrainConfig",
     "available_cpus",
@@ -106,6 +109,11 @@ class DataConfig:
         hflip: random horizontal flips.
         vflip: random vertical flips (off in the papers).
         layout: force a layout of :data:`sapnet.data.LAYOUTS` (``None``: detect).
+        clean: a folder of clean photos to render rain on, on the fly, instead of paired ``train`` data (e.g.
+            ``../shared/data/clean_corpus/bsds300_train209``; never the Rain100L / Rain100H test backgrounds):
+            :class:`~sapnet.training.data.SyntheticRainPatches`.
+        rain_presets: with ``clean``: the :data:`sapnet.data.RAIN_PRESETS` each patch's rain is drawn from.
+        samples_per_epoch: with ``clean``: patches per epoch (``None``: one per clean photo).
     """
 
     train: str | None = None
@@ -116,6 +124,9 @@ class DataConfig:
     hflip: bool = True
     vflip: bool = False
     layout: str | None = None
+    clean: str | None = None
+    rain_presets: list[str] = field(default_factory=lambda: ["light", "medium", "heavy"])
+    samples_per_epoch: int | None = None
 
     def loader_workers(self) -> int:
         """``workers``, or when it is ``None`` ``min(4, CPUs available - 1)`` (0 on a single core)."""
@@ -215,6 +226,59 @@ class LossConfig:
 
 
 @dataclass
+class RealConfig:
+    """Adaptation to real rainy photos without ground truth (off while ``photos`` is ``None``): a
+    :class:`~sapnet.training.PseudoLabelBank` of pseudo-labels ranked by no-reference IQA, a real batch beside
+    every synthetic one, and ``best.pt`` chosen on held-out real photos (see :mod:`sapnet.training.adapt`).
+
+    Attributes:
+        photos: the folder of real rainy photos (e.g. ``../shared/data/SIRR_real/rain``).
+        images: a name list (:func:`sapnet.data.read_name_list`) of the photos to adapt on (``None``: all but
+            ``heldout``'s), e.g. ``datasets/splits/sirr_real_adapt.txt``.
+        heldout: a name list of photos never trained on, scored after every validation to choose ``best.pt``
+            (``None``: ``best.pt`` follows the paired validation PSNR, if any).
+        teachers: registry checkpoints (or checkpoint paths) whose restorations are candidates at the first
+            update (they do not change, so later updates rank only the student's).
+        student: the network being trained is a candidate at every update.
+        flip: each candidate also with its horizontal-flip average.
+        metrics: the no-reference metrics ranking the candidates (mean rank; the first breaks ties).
+        select_metrics: the metrics of the held-out score (mean over them of model / rainy-input means; lower is
+            better); ``None``: ``metrics``.
+        batch_size: real patches per step, in the same forward pass as the synthetic batch.
+        update_every: update the pseudo-labels every this many epochs (at the start of epoch 0, k, 2k, ...).
+        max_side: photos with a longer side are downscaled (area) to it for adaptation and held-out scoring.
+        pseudo: weight of the pseudo-label loss (SSIM + L1 against the labels) on the real patches.
+        pseudo_l1: weight of its L1 part (its SSIM part weighs 1).
+        ubs: weight of SAPNet's unsupervised segmentation term on the real outputs (needs its network, as
+            ``loss.ubs``: ``loss.backbones`` / ``loss.weight_files``).
+        contrastive: weight of the perceptual contrastive term on the real outputs (label positive, rainy photo
+            negative; VGG-16 as ``loss.contrastive``).
+        tile: tile side for the full-photo passes (updates, held-out scoring); ``None``: whole photos.
+    """
+
+    photos: str | None = None
+    images: str | None = None
+    heldout: str | None = None
+    teachers: list[str] = field(default_factory=list)
+    student: bool = True
+    flip: bool = True
+    metrics: list[str] = field(default_factory=lambda: ["brisque", "niqe"])
+    select_metrics: list[str] | None = None
+    batch_size: int = 4
+    update_every: int = 1
+    max_side: int | None = 1024
+    pseudo: float = 1.0
+    pseudo_l1: float = 1.0
+    ubs: float = 0.0
+    contrastive: float = 0.0
+    tile: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.photos is not None
+
+
+@dataclass
 class RunConfig:
     """Where and how the run happens.
 
@@ -246,7 +310,14 @@ class RunConfig:
     tensorboard: bool = False
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig, "run": RunConfig}
+_SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "loss": LossConfig,
+    "real": RealConfig,
+    "run": RunConfig,
+}
 
 RESUME_FREE_KEYS = frozenset(
     {
@@ -278,6 +349,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    real: RealConfig = field(default_factory=RealConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -347,10 +419,41 @@ class TrainConfig:
             (self.run.log_every >= 1, "run.log_every must be >= 1"),
             (self.run.save_every is None or self.run.save_every >= 1, "run.save_every must be >= 1 or null"),
             (self.run.amp in ("none", "bf16", "fp16"), f"run.amp must be none, bf16 or fp16, not {self.run.amp!r}"),
+            (self.data.clean is None or self.data.train is None, "data.clean and data.train exclude each other"),
+            (len(self.data.rain_presets) >= 1, "data.rain_presets must name at least one preset"),
+            (
+                self.data.samples_per_epoch is None or self.data.samples_per_epoch >= 1,
+                "data.samples_per_epoch must be >= 1",
+            ),
+            (self.real.batch_size >= 1, "real.batch_size must be >= 1"),
+            (self.real.update_every >= 1, "real.update_every must be >= 1"),
+            (
+                self.real.max_side is None or self.real.max_side >= self.data.patch,
+                "real.max_side must be >= data.patch",
+            ),
+            (len(self.real.metrics) >= 1, "real.metrics must name at least one metric"),
+            (self.real.student or bool(self.real.teachers), "real: no candidates (no teachers and student off)"),
+            (
+                min(self.real.pseudo, self.real.pseudo_l1, self.real.ubs, self.real.contrastive) >= 0,
+                "real: weights must be >= 0",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        for preset in self.data.rain_presets:
+            try:
+                rain_preset(preset)
+            except UnknownPresetError as e:
+                raise ConfigError(f"data.rain_presets: {e}") from None
+        for key in ("metrics", "select_metrics"):
+            for name in getattr(self.real, key) or []:
+                metric = METRICS.get(name)
+                if metric is None or metric.paired:
+                    raise ConfigError(
+                        f"real.{key}: {name!r} is not a no-reference metric; choose from "
+                        + ", ".join(k for k, m in METRICS.items() if not m.paired)
+                    )
         self.loss.check()
 
 
@@ -389,6 +492,10 @@ def _check_type(key: str, value: Any, f: dataclasses.Field[Any], source: str) ->
         if not isinstance(value, str):
             raise bad("a string")
         return value
+    if ann.startswith("list[str]"):
+        if not isinstance(value, (list, tuple)) or any(not isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return [str(v) for v in value]
     if ann.startswith("list[int]"):
         if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
             raise bad("a list of integers")

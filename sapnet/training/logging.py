@@ -180,21 +180,30 @@ def _panel(
         draw.text((right - 110, top + 5 + 14 * k), name, fill=color, font=font)
 
 
+_VAL_TITLES = {
+    "psnr": ("validation PSNR (dB, Y)", "PSNR"),
+    "real_score": ("held-out real photos: NR-IQA / rainy input (lower is better)", "score"),
+}
+
+
 def plot_curves(
     log_csv: str | os.PathLike[str],
     val_csv: str | os.PathLike[str],
     out_png: str | os.PathLike[str],
     loss_columns: Sequence[str],
+    val_column: str = "psnr",
 ) -> Path:
     """Draw ``out_png`` (1000x400 RGB): the ``loss_columns`` of ``log_csv`` against ``step`` (left) and
-    ``psnr`` of ``val_csv`` against ``epoch`` (right). Written atomically. Returns ``out_png``."""
+    ``val_column`` of ``val_csv`` (``"psnr"``, or ``"real_score"`` for real-photo adaptation) against ``epoch``
+    (right). Written atomically. Returns ``out_png``."""
     rows, val = read_csv(log_csv), read_csv(val_csv)
     image = Image.new("RGB", (1000, 400), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
     losses = {c: s for c in loss_columns if (s := _series(rows, "step", c))}
     _panel(draw, (0, 0, 500, 400), "training loss (weighted total) and unweighted terms", "step", losses, font)
-    _panel(draw, (500, 0, 1000, 400), "validation PSNR (dB, Y)", "epoch", {"PSNR": _series(val, "epoch", "psnr")}, font)
+    title, label = _VAL_TITLES.get(val_column, (f"validation {val_column}", val_column))
+    _panel(draw, (500, 0, 1000, 400), title, "epoch", {label: _series(val, "epoch", val_column)}, font)
     out_png = Path(out_png)
     with atomic_write(out_png) as tmp:
         image.save(tmp, format="PNG")

@@ -11,8 +11,18 @@ from sapnet.training.config import ConfigError
 
 __all__ = ["OUTPUT_NAMES", "check_out_dir", "remove_outputs"]
 
-OUTPUT_NAMES = ("last.pt", "best.pt", "log.csv", "val.csv", "curves.png", "tensorboard")
-"""What a training run writes in its output folder."""
+OUTPUT_NAMES = (
+    "last.pt",
+    "best.pt",
+    "log.csv",
+    "val.csv",
+    "curves.png",
+    "tensorboard",
+    "pseudo_labels/labels",
+    "pseudo_labels/bank.json",
+)
+"""What a training run writes in its output folder (``pseudo_labels/inputs``, the downscaled real photos of an
+adaptation, are rewritten alike by every run and stay)."""
 
 
 def check_out_dir(out: Path, *, overwrite: bool) -> None:
@@ -43,7 +53,8 @@ def remove_outputs(out: Path, log: Callable[[str], None]) -> None:
                 best = f"; its best.pt had val PSNR {metadata['best_psnr']:.3f} dB at step {metadata.get('step')}"
         except CheckpointError:
             best = "; its best.pt was unreadable"
-    log(f"--overwrite: deleting the previous run's {', '.join(p.name for p in gone)} in {out}{best}")
+    names = ", ".join(p.relative_to(out).as_posix() for p in gone)
+    log(f"--overwrite: deleting the previous run's {names} in {out}{best}")
     for path in gone:
         if path.is_dir():
             shutil.rmtree(path)

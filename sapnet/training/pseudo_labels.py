@@ -39,6 +39,7 @@ from sapnet.data import (
     DatasetNotFoundError,
     ImageConversionWarning,
     ImageReadError,
+    fit_max_side,
     list_images,
     quantize_8bit,
     read_image,
@@ -66,6 +67,7 @@ __all__ = [
     "model_teacher",
     "pseudo_label_loss",
     "rank_order",
+    "read_rgb",
     "registry_teachers",
     "with_hflip_averages",
 ]
@@ -82,6 +84,7 @@ INPUT = "input"
 
 _STATE_VERSION = 1
 _LABEL_DIR = "labels"
+_INPUT_DIR = "inputs"
 _STATE_FILE = "bank.json"
 
 
@@ -197,10 +200,27 @@ def hflip_average(teacher: Teacher) -> Teacher:
 
 
 def with_hflip_averages(teachers: Mapping[str, Teacher]) -> dict[str, Teacher]:
-    """``teachers`` and, after them, each one's :func:`hflip_average` named ``"<name>+hflip"``."""
-    out = dict(teachers)
-    out.update({f"{name}+hflip": hflip_average(t) for name, t in teachers.items()})
+    """``teachers`` and, after them, each one's :func:`hflip_average` named ``"<name>+hflip"``; the pair shares
+    the unflipped pass (called with the same tensor object, the second call reuses the first's result), so the
+    two cost three passes, not four."""
+    shared = {name: _reuse_last(t) for name, t in teachers.items()}
+    out = dict(shared)
+    out.update({f"{name}+hflip": hflip_average(t) for name, t in shared.items()})
     return out
+
+
+def _reuse_last(teacher: Teacher) -> Teacher:
+    """``teacher``, answering a call with the very tensor object of the previous call from memory."""
+    last: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if last and last[0][0] is x:
+            return last[0][1]
+        y = teacher(x)
+        last[:] = [(x, y)]
+        return y
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------------- the bank
@@ -258,8 +278,14 @@ class UpdateSummary:
         )
 
 
-def _read_rgb(path: Path) -> torch.Tensor:
-    """``read_image``, refusing (``ValueError``) a file it had to convert to RGB; other warnings pass through."""
+def read_rgb(path: str | os.PathLike[str]) -> torch.Tensor:
+    """:func:`sapnet.read_image` of a photo that must already be RGB: float32 (3, H, W) in [0, 1].
+
+    Raises:
+        ImageReadError: as ``read_image`` (missing, not an image, undecodable).
+        ValueError: a file ``read_image`` would have to convert (grayscale, alpha, palette); other warnings pass
+            through.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         x = read_image(path)
@@ -303,6 +329,9 @@ class PseudoLabelBank:
             :data:`DEFAULT_PSEUDO_METRICS`), or :class:`~sapnet.metrics.ImageMetric` objects (named by
             ``spec.key``); the first breaks mean-rank ties.
         store: the folder for the label files (created).
+        max_side: photos with a longer side are downscaled to it (:func:`sapnet.data.fit_max_side`) and the bank
+            works on that copy, an 8-bit PNG ``inputs/<name>.png`` in ``store`` (:attr:`files` names it;
+            :attr:`originals` the photo it came from). ``None``: full size.
 
     Raises:
         DatasetNotFoundError: ``root_or_files`` is a missing folder.
@@ -320,6 +349,7 @@ class PseudoLabelBank:
         metrics: Sequence[str | ImageMetric] = DEFAULT_PSEUDO_METRICS,
         *,
         store: str | os.PathLike[str],
+        max_side: int | None = None,
     ) -> None:
         self.metrics: dict[str, ImageMetric] = _resolve_metrics(metrics)
         self.store = Path(store)
@@ -335,16 +365,20 @@ class PseudoLabelBank:
             where = "the given file list"
         self.skipped: dict[Path, str] = {}
         self.files: dict[str, Path] = {}
+        self.originals: dict[str, Path] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
         for path in files:
             try:
-                x = _read_rgb(path)
+                x = read_rgb(path)
             except (ImageReadError, ValueError) as e:
                 self.skipped[path] = str(e).removeprefix(f"{path}: ")
                 continue
             if path.stem in self.files:
                 raise DatasetError(f"{where}: {self.files[path.stem]} and {path} have the same name {path.stem!r}")
-            self.files[path.stem] = path
+            self.files[path.stem] = self.originals[path.stem] = path
+            if max_side is not None and max(x.shape[-2:]) > max_side:
+                x = fit_max_side(x, max_side)
+                self.files[path.stem] = write_image(x, self.store / _INPUT_DIR / f"{path.stem}.png")
             self.sizes[path.stem] = (x.shape[-1], x.shape[-2])
         if self.skipped:
             listed = "; ".join(f"{p.name}: {why}" for p, why in self.skipped.items())

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from sapnet.data import PairedImageDataset, demo_dataset
 from sapnet.training.config import ConfigError, TrainConfig
-from sapnet.training.data import PatchDataset, ResumableSampler
+from sapnet.training.data import PatchDataset, ResumableSampler, SyntheticRainPatches
 
 __all__ = ["TrainData", "build_train_data", "pick_device"]
 
@@ -52,7 +52,7 @@ class TrainData:
     """A process's training patches (its shard, ``steps_per_epoch`` batches of ``data.batch_size`` per epoch)
     and the whole validation images (``val`` ``None`` without a validation folder)."""
 
-    train: PatchDataset
+    train: PatchDataset | SyntheticRainPatches
     val: PairedImageDataset | None
     sampler: ResumableSampler
     loader: DataLoader[tuple[torch.Tensor, torch.Tensor]]
@@ -67,7 +67,8 @@ def build_train_data(
     info: Callable[[str], None],
     barrier: Callable[[], None],
 ) -> TrainData:
-    """The data of ``config`` for process ``rank`` of ``world`` (the demo set when ``data.train`` is ``None``;
+    """The data of ``config`` for process ``rank`` of ``world`` (rain rendered on ``data.clean``'s photos when that
+    is set, else ``data.train``'s pairs; the demo set when both are ``None``;
     rank 0 builds it while the others wait at ``barrier``). ``info`` receives what is used.
 
     Raises:
@@ -76,7 +77,14 @@ def build_train_data(
     """
     d, r = config.data, config.run
     train, val = d.train, d.val
-    if train is None:
+    train_set: PatchDataset | SyntheticRainPatches
+    if d.clean is not None:
+        train_set = SyntheticRainPatches(
+            d.clean, d.patch, d.rain_presets, samples_per_epoch=d.samples_per_epoch, hflip=d.hflip, vflip=d.vflip,
+            seed=r.seed,
+        )  # fmt: skip
+        train = f"{d.clean} (rain rendered on the fly: {', '.join(d.rain_presets)})"
+    elif train is None:
         if rank == 0:
             root = demo_dataset()
         barrier()
@@ -88,7 +96,8 @@ def build_train_data(
             "(synthetic rain on procedural images, 24 train / 8 val pairs). It is NOT Rain100H; results are "
             "not comparable with published ones."
         )
-    train_set = PatchDataset(train, d.patch, hflip=d.hflip, vflip=d.vflip, seed=r.seed, layout=d.layout)
+    if d.clean is None:
+        train_set = PatchDataset(train, d.patch, hflip=d.hflip, vflip=d.vflip, seed=r.seed, layout=d.layout)
     val_set = PairedImageDataset(val, layout=d.layout) if val is not None else None
     sampler = ResumableSampler(train_set, num_replicas=world, rank=rank, seed=r.seed)
     steps_per_epoch = sampler.num_samples // d.batch_size

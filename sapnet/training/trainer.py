@@ -33,6 +33,7 @@ from tqdm import tqdm
 from sapnet.data.image import quantize_8bit
 from sapnet.metrics import psnr, ssim
 from sapnet.models import Checkpoint, load_weights, save_training_state
+from sapnet.training.adapt import REAL_TERMS, RealAdaptation
 from sapnet.training.config import ConfigError, TrainConfig
 from sapnet.training.ema import WeightEMA
 from sapnet.training.logging import CsvLog, TensorBoardLog, plot_curves, truncate_csv
@@ -55,13 +56,15 @@ class DivergedError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """What :meth:`Trainer.fit` did: steps and epochs reached, best validation PSNR (dB), files written."""
+    """What :meth:`Trainer.fit` did: steps and epochs reached, best validation PSNR (dB), files written, and with
+    real-photo adaptation the best held-out score (:meth:`~sapnet.training.adapt.RealAdaptation.score_heldout`)."""
 
     step: int
     epoch: int
     best_psnr: float | None
     last: Path | None
     best: Path | None
+    best_real_score: float | None = None
 
 
 # --- the trainer --------------------------------------------------------------------------------------------
@@ -158,17 +161,29 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.ema = WeightEMA(net, o.ema) if o.ema is not None else None
 
+        self.adapt: RealAdaptation | None = None
+        if config.real.enabled:
+            if self.world > 1:
+                raise ConfigError("real-photo adaptation (real.photos) runs in one process, not under torchrun")
+            self.adapt = RealAdaptation(config, self.out, self.device, self.info)
         data = build_train_data(config, self.world, self.rank, self.device, self.info, self._barrier)
         self.train_set, self.val_set, self.sampler, self.loader = data.train, data.val, data.sampler, data.loader
         self.steps_per_epoch = data.steps_per_epoch
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_psnr: float | None = None
+        self.best_real: float | None = None
         self.last_val: dict[str, float] | None = None
         if resumed is not None:
             self._restore(*resumed)
         self._train_log: CsvLog | None = None
         terms = [t for t in ("ssim", "ubs", "contrastive", "lpips") if getattr(config.loss, t) > 0]
+        if self.adapt is not None:
+            r = config.real
+            terms += [t for t, w in zip(REAL_TERMS, (r.pseudo, r.ubs, r.contrastive), strict=True) if w > 0]
         self._loss_columns = ["loss", *terms]
+        self._val_columns = (["psnr", "ssim"] if self.val_set is not None else []) + (
+            self.adapt.score_columns if self.adapt is not None else []
+        )
 
     # -- setup --
 
@@ -191,12 +206,15 @@ class Trainer:
             "step": self.step,
             "batch_in_epoch": self.batch_in_epoch,
             "best_psnr": self.best_psnr,
+            "best_real": self.best_real,
             "world_size": self.world,
             **optimisation_state(self.optimizer, self.scheduler, self.scaler),
             "rng": get_rng_state(),
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
+        if self.adapt is not None:
+            state["real"] = self.adapt.state_dict()
         if trained_weights:
             state["state_dict"] = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         return state
@@ -211,6 +229,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "best_psnr": self.best_psnr,
+            "best_real": self.best_real,
             "val": self.last_val,
             "train_config": self.config.to_dict(),
             "backbones_info": self.loss_fn.backbones_info,
@@ -233,9 +252,17 @@ class Trainer:
                 self.ema.load_state_dict(t["ema"])
             else:
                 raise ConfigError(f"{path}: has no EMA state to continue optim.ema from")
+        if self.adapt is not None:
+            if "real" not in t:
+                raise ConfigError(f"{path}: has no pseudo-label state to continue the real-photo adaptation from")
+            try:
+                self.adapt.load_state_dict(t["real"])
+            except ValueError as e:
+                raise ConfigError(f"{path}: {e}") from None
         set_rng_state(t["rng"])
         self.epoch, self.step, self.batch_in_epoch = int(t["epoch"]), int(t["step"]), int(t["batch_in_epoch"])
         self.best_psnr = t.get("best_psnr")
+        self.best_real = t.get("best_real")
         self.last_val = checkpoint.metadata.get("val")
         self.info(f"resumed from {path}: epoch {self.epoch}, step {self.step}")
 
@@ -256,20 +283,36 @@ class Trainer:
         self.train_set.set_epoch(self.epoch)
         yield from self.loader
 
-    def train_step(self, rainy: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
+    def train_step(
+        self, rainy: torch.Tensor, clean: torch.Tensor, real: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> dict[str, float]:
         """One optimiser step on a batch (N, 3, P, P) in [0, 1]; returns the loss and its unweighted terms.
+
+        ``real``: real rainy patches and their pseudo-labels (B, 3, P, P), run in the same forward pass and
+        trained with :meth:`RealAdaptation.loss <sapnet.training.adapt.RealAdaptation.loss>`.
 
         Raises:
             DivergedError: non-finite loss (on any process); the parameters are left untouched.
         """
         rainy, clean = self._to_device(rainy), self._to_device(clean)
+        n = rainy.shape[0]
+        real_terms: dict[str, float] = {}
         with self._autocast():
-            out = self.model(rainy)
+            if real is None:
+                out = self.model(rainy)
+            else:
+                real_rainy, label = self._to_device(real[0]), self._to_device(real[1])
+                both = self.model(self._to_device(torch.cat([rainy, real_rainy])))
+                out, real_out = both[:n], both[n:]
             total, terms = self.loss_fn(out.float(), clean, rainy, epoch=self.epoch)
+            if real is not None:
+                assert self.adapt is not None
+                real_total, real_terms = self.adapt.loss(real_out.float(), label, real_rainy, epoch=self.epoch)
+                total = total + real_total
         finite = torch.isfinite(total.detach()).to(torch.float32)
         if self.world > 1:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        values = {"loss": float(total.detach())} | {k: float(v) for k, v in terms.items()}
+        values = {"loss": float(total.detach())} | {k: float(v) for k, v in terms.items()} | real_terms
         if finite.item() < 1:
             shown = ", ".join(f"{k}={v:.6g}" for k, v in values.items())
             raise DivergedError(
@@ -287,14 +330,29 @@ class Trainer:
             self.ema.update(self.net)
         return values
 
+    def eval_net(self) -> torch.nn.Module:
+        """The weights validation, ``best.pt`` and pseudo-label updates use: the EMA's if ``optim.ema``, else the
+        trained network."""
+        return self.ema.module if self.ema is not None else self.net
+
     @torch.no_grad()
     def validate(self) -> dict[str, float] | None:
         """Mean per-image PSNR / SSIM (dB / [0, 1], Y channel, protocol defaults) of the quantised outputs on
-        whole validation images, of the EMA weights when ``optim.ema`` is set; rank 0 only (``None`` elsewhere or
-        without a validation set)."""
-        if self.val_set is None or not self.is_main:
+        whole validation images, and with held-out real photos their scores
+        (:meth:`~sapnet.training.adapt.RealAdaptation.score_heldout`), of :meth:`eval_net`; rank 0 only (``None``
+        elsewhere or without validation data)."""
+        if not self.is_main:
             return None
-        net = self.ema.module if self.ema is not None else self.net
+        real = self.adapt.score_heldout(self.eval_net()) if self.adapt is not None else None
+        paired = self._validate_pairs()
+        if real is None and paired is None:
+            return None
+        return (paired or {}) | (real or {})
+
+    def _validate_pairs(self) -> dict[str, float] | None:
+        if self.val_set is None:
+            return None
+        net = self.eval_net()
         net.eval()
         p, s = [], []
         try:
@@ -329,15 +387,28 @@ class Trainer:
             val_log.write({"epoch": self.epoch, "step": self.step, **metrics})
             if self._tensorboard is not None:
                 self._tensorboard.write("val", metrics, self.step)
-            self.info(
-                f"epoch {self.epoch} step {self.step}: val PSNR {metrics['psnr']:.3f} dB, SSIM {metrics['ssim']:.4f}"
-            )
-            if self.best_psnr is None or metrics["psnr"] > self.best_psnr:
+            shown = []
+            if "psnr" in metrics:
+                shown.append(f"val PSNR {metrics['psnr']:.3f} dB, SSIM {metrics['ssim']:.4f}")
+            if "real_score" in metrics:
+                shown.append(
+                    "held-out " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items() if k[:5] == "real_")
+                )
+            self.info(f"epoch {self.epoch} step {self.step}: {'; '.join(shown)}")
+            if "real_score" in metrics:  # real-photo adaptation: the held-out score chooses best.pt
+                if self.best_real is None or metrics["real_score"] < self.best_real:
+                    self.best_real = metrics["real_score"]
+                    self.best_psnr = metrics.get("psnr")
+                    self.save("best.pt", averaged=True)
+            elif self.best_psnr is None or metrics["psnr"] > self.best_psnr:
                 self.best_psnr = metrics["psnr"]
                 self.save("best.pt", averaged=True)
         self.save("last.pt")
         if self.is_main:
-            plot_curves(self.out / "log.csv", self.out / "val.csv", self.out / "curves.png", self._loss_columns)
+            plot_curves(
+                self.out / "log.csv", self.out / "val.csv", self.out / "curves.png", self._loss_columns,
+                val_column="real_score" if "real_score" in self._val_columns else "psnr",
+            )  # fmt: skip
         self._barrier()
 
     def fit(self) -> TrainResult:
@@ -357,7 +428,7 @@ class Trainer:
                 dropped = sum(truncate_csv(self.out / name, "step", self.step) for name in ("log.csv", "val.csv"))
                 if dropped:
                     self.info(f"dropped {dropped} log row(s) written after step {self.step} by the interrupted run")
-        val_log = CsvLog(self.out / "val.csv", ["epoch", "step", "psnr", "ssim"]) if self.is_main else None
+        val_log = CsvLog(self.out / "val.csv", ["epoch", "step", *self._val_columns]) if self.is_main else None
         max_steps = cfg.run.max_steps
         total = cfg.optim.epochs * self.steps_per_epoch
         if max_steps is not None:
@@ -370,9 +441,15 @@ class Trainer:
         done_at = -1  # step at which the last validation + save happened
         try:
             self.model.train()
+            if self.adapt is not None and self.step == 0 and self.adapt.heldout and val_log is not None:
+                self._validate_and_save(val_log)  # the initial weights' held-out score: best.pt is never worse
             while self.epoch < cfg.optim.epochs and (max_steps is None or self.step < max_steps):
+                if self.adapt is not None and self.adapt.due(self.epoch):
+                    self.adapt.update(self.eval_net(), self.epoch, progress=cfg.run.progress)
+                    self.save("last.pt")
                 for rainy, clean in self._batches():
-                    values = self.train_step(rainy, clean)
+                    real = self.adapt.batch(self.step) if self.adapt is not None else None
+                    values = self.train_step(rainy, clean, real)
                     self.step += 1
                     self.batch_in_epoch += 1
                     steps_since += 1
@@ -414,4 +491,5 @@ class Trainer:
             self.best_psnr,
             self.out / "last.pt" if self.is_main else None,
             best if self.is_main and best.is_file() else None,
+            self.best_real,
         )
