@@ -21,7 +21,7 @@ from sapnet.data import DatasetError, DatasetNotFoundError, UnknownPresetError, 
 from sapnet.hub import RandomWeightsWarning, file_sha256
 from sapnet.metrics import METRICS, ImageMetric, MetricSpec
 from sapnet.models import load_training_state
-from sapnet.models.hub import WeightsError
+from sapnet.models.hub import WeightsError, download_weights
 from sapnet.models.registry import WEIGHTS, WeightsEntry
 from sapnet.training import ConfigError, PseudoLabelWarning, TrainConfig, Trainer
 from sapnet.training.adapt import RealAdaptation
@@ -305,9 +305,12 @@ def test_bundled_weights_are_found_in_checkpoints(
     monkeypatch.setitem(WEIGHTS, entry.name, entry)
     monkeypatch.setattr(model_hub, "bundled_dir", lambda: tmp_path / "checkpoints")
     assert entry.config == dataclasses.replace(sapnet.create_model("prenet").config, stages=2)
-    with pytest.raises(WeightsError, match="shipped in the repository's checkpoints/ folder"):
-        sapnet.create_model("sapnet.tiny", pretrained=True)
+    for fetch in (lambda: sapnet.create_model("sapnet.tiny", pretrained=True), lambda: download_weights(entry)):
+        with pytest.raises(WeightsError, match="shipped in the repository's checkpoints/ folder"):
+            fetch()
     (tmp_path / "checkpoints").mkdir()
     path.rename(tmp_path / "checkpoints" / entry.filename)
     loaded = sapnet.create_model("sapnet.tiny", pretrained=True)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values(), strict=True))
+    copied = download_weights(entry, tmp_path / "offline")  # `sapnet weights download --to`: a copy, no download
+    assert copied == tmp_path / "offline" / entry.filename and file_sha256(copied) == digest

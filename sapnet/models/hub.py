@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
@@ -110,8 +111,20 @@ def download_weights(
         WeightsError: the URL could not be fetched (the message says what to do offline).
     """
     entry = name if isinstance(name, WeightsEntry) else get_weights(name)
+    folder = Path(dest).expanduser() if dest is not None else cache_dir()
+    if entry.bundled:  # shipped with sapnet: copied, never downloaded
+        shipped = bundled_dir() / entry.filename
+        if shipped.is_file():
+            _check_cached(entry, shipped)
+            target = folder / entry.filename
+            if not (target.is_file() and sha256sum(target) == entry.sha256):
+                with atomic_write(target) as tmp:
+                    shutil.copyfile(shipped, tmp)
+            return target
+        if not entry.url:
+            raise WeightsError(_bundled_missing(entry, None))
     try:
-        return _download(entry, Path(dest).expanduser() if dest is not None else cache_dir(), progress, timeout, log)
+        return _download(entry, folder, progress, timeout, log)
     except _FetchError as e:
         raise WeightsError(_unavailable(entry, str(e))) from None
 
@@ -142,6 +155,15 @@ def _download(
                 f"published {entry.name} ({entry.bytes} bytes, SHA-256 {entry.sha256}); it was deleted"
             )
     return target
+
+
+def _bundled_missing(entry: WeightsEntry, mirror: str | os.PathLike[str] | None) -> str:
+    where = f"the mirror folder {os.fspath(mirror)!r}, " if mirror is not None else ""
+    return (
+        f"{entry.name}: sapnet's own weights ({entry.filename}, {entry.bytes} bytes) are shipped in the "
+        f"repository's checkpoints/ folder and are not downloadable; not found in {where}{bundled_dir()} or "
+        f"{cache_dir()}: copy the file from a sapnet checkout into a folder named by {WEIGHTS_DIR_ENV}"
+    )
 
 
 def _unavailable(entry: WeightsEntry, reason: str, mirror: str | os.PathLike[str] | None = None) -> str:
@@ -192,12 +214,7 @@ def weights_file(
     if cached.is_file():
         return _check_cached(entry, cached)
     if entry.bundled and not entry.url:
-        where = f"the mirror folder {os.fspath(mirror)!r}, " if mirror is not None else ""
-        raise WeightsError(
-            f"{entry.name}: sapnet's own weights ({entry.filename}, {entry.bytes} bytes) are shipped in the "
-            f"repository's checkpoints/ folder and are not downloadable; not found in {where}{bundled_dir()} or "
-            f"{cache_dir()}: copy the file from a sapnet checkout into a folder named by {WEIGHTS_DIR_ENV}"
-        )
+        raise WeightsError(_bundled_missing(entry, mirror))
     if not download:
         raise WeightsError(_unavailable(entry, "downloads are disabled", mirror))
     try:
