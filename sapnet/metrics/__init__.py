@@ -15,6 +15,11 @@ No reference (lower is better; calibrated against reference implementations' per
   channel in 96x96 blocks, as BasicSR's ``calculate_niqe`` (which matches MATLAB);
 * :func:`piqe` / :class:`PIQE`, parameter free, as MATLAB's ``piqe`` (via its port ``pypiqe``).
 
+Temporal (clips, lower is better; :mod:`sapnet.metrics.temporal`, optical flow from :mod:`sapnet.video`):
+
+* :func:`warping_error` / :class:`WarpingError` (Lai et al. 2018), :func:`tof` / :class:`TOF` (Chu et al. 2020),
+  :func:`flicker` / :class:`Flicker`, each with a ``*_per_frame`` form.
+
 By name, for tables: :data:`METRICS` (:class:`ImageMetric`: a :class:`MetricSpec` and a per-image function),
 :func:`check_metrics`.
 """
@@ -24,6 +29,17 @@ from sapnet.metrics.niqe import NIQE, NIQE_BLOCK, niqe
 from sapnet.metrics.no_reference import BRISQUE, MIN_SIZE, brisque, brisque_features
 from sapnet.metrics.piqe import PIQE, PIQE_BLOCK, piqe
 from sapnet.metrics.registry import METRICS, ImageMetric, MetricSpec, check_metrics
+from sapnet.metrics.temporal import (
+    TOF,
+    Flicker,
+    WarpingError,
+    flicker,
+    flicker_per_frame,
+    tof,
+    tof_per_frame,
+    warping_error,
+    warping_error_per_frame,
+)
 
 __all__ = [
     "BRISQUE",
@@ -35,14 +51,23 @@ __all__ = [
     "PIQE_BLOCK",
     "PSNR",
     "SSIM",
+    "TOF",
+    "Flicker",
     "ImageMetric",
     "MetricSpec",
+    "WarpingError",
     "brisque",
     "brisque_features",
     "check_metrics",
+    "flicker",
+    "flicker_per_frame",
     "niqe",
     "piqe",
     "psnr",
     "rgb_to_y",
     "ssim",
+    "tof",
+    "tof_per_frame",
+    "warping_error",
+    "warping_error_per_frame",
 ]

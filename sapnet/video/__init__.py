@@ -1,0 +1,44 @@
+"""Video: clips read and written one frame at a time, optical flow and warping between frames.
+
+* :func:`read_frames` / :func:`probe`: a folder of image frames or a video file (.mp4, .avi, .mov, .mkv) as a
+  stream of float32 (3, H, W) RGB tensors in [0, 1]; :class:`FrameReadWarning` for frames skipped;
+* :class:`FrameWriter` / :func:`write_frames`: an .mp4 (H.264, ``crf`` or ``lossless``) or a folder of PNGs;
+* :func:`optical_flow` (OpenCV DIS), :func:`warp` (backward, bilinear), :func:`consistency_mask`
+  (forward-backward occlusion check).
+
+Video files need PyAV: ``pip install sapnet[video]``. The temporal metrics built on the flow are in
+:mod:`sapnet.metrics.temporal`.
+"""
+
+from sapnet.video.flow import CONSISTENCY_ALPHA, CONSISTENCY_BETA, consistency_mask, luma_8bit, optical_flow, warp
+from sapnet.video.io import (
+    DEFAULT_CRF,
+    FRAME_NAME,
+    VIDEO_EXTENSIONS,
+    FrameReadWarning,
+    FrameWriter,
+    VideoInfo,
+    frame_name,
+    probe,
+    read_frames,
+    write_frames,
+)
+
+__all__ = [
+    "CONSISTENCY_ALPHA",
+    "CONSISTENCY_BETA",
+    "DEFAULT_CRF",
+    "FRAME_NAME",
+    "VIDEO_EXTENSIONS",
+    "FrameReadWarning",
+    "FrameWriter",
+    "VideoInfo",
+    "consistency_mask",
+    "frame_name",
+    "luma_8bit",
+    "optical_flow",
+    "probe",
+    "read_frames",
+    "warp",
+    "write_frames",
+]
