@@ -43,10 +43,13 @@ __all__ = [
     "BuildError",
     "BuildReport",
     "build_rain_set",
+    "check_manifest",
     "pair_names",
     "pair_seed",
+    "paths_overlap",
     "render_pairs",
     "torch_threads",
+    "write_manifest",
 ]
 
 #: Smallest accepted shorter side (pixels) of a clean photo: the 100x100 patches PReNet / SAPNet train on.
@@ -166,11 +169,14 @@ def render_pairs(
     return written, skipped
 
 
-def _overlaps(a: Path, b: Path) -> bool:
+def paths_overlap(a: Path, b: Path) -> bool:
+    """True when the resolved folders ``a`` and ``b`` are equal or one lies inside the other."""
     return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
 
-def _check_manifest(out_dir: Path, manifest: dict[str, object]) -> None:
+def check_manifest(out_dir: Path, manifest: dict[str, object]) -> None:
+    """Raise :class:`BuildError` when ``out_dir``'s :data:`MANIFEST_NAME` exists and records other values for any
+    key of ``manifest`` (or cannot be read); a missing record passes."""
     path = out_dir / MANIFEST_NAME
     if not path.is_file():
         return
@@ -187,7 +193,8 @@ def _check_manifest(out_dir: Path, manifest: dict[str, object]) -> None:
         )
 
 
-def _write_manifest(out_dir: Path, manifest: dict[str, object]) -> None:
+def write_manifest(out_dir: Path, manifest: dict[str, object]) -> None:
+    """Write ``manifest`` (JSON-able) to ``out_dir``'s :data:`MANIFEST_NAME` atomically, making the folder."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{MANIFEST_NAME}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -237,7 +244,7 @@ def build_rain_set(
     rain_preset(preset)  # validates preset
     pair_names("x", per_image)  # validates per_image
     src, out = Path(clean_dir), Path(out_dir)
-    if src.exists() and _overlaps(out.resolve(), src.resolve()):
+    if src.exists() and paths_overlap(out.resolve(), src.resolve()):
         raise BuildError(
             f"output folder {out} overlaps the input folder {src} (equal, inside or containing it); "
             f"sapnet synth never writes into its input: choose a separate output folder"
@@ -246,8 +253,8 @@ def build_rain_set(
         raise BuildError(f"output {out} exists and is not a folder")
     images = find_images(src)  # DatasetError when missing or empty
     manifest: dict[str, object] = {"preset": preset, "per_image": per_image, "seed": seed}
-    _check_manifest(out, manifest)
-    _write_manifest(out, manifest)
+    check_manifest(out, manifest)
+    write_manifest(out, manifest)
 
     report = BuildReport(out)
     report.ignored = _non_images(images[0].parent, images)

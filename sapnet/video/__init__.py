@@ -4,7 +4,10 @@
   stream of float32 (3, H, W) RGB tensors in [0, 1]; :class:`FrameReadWarning` for frames skipped;
 * :class:`FrameWriter` / :func:`write_frames`: an .mp4 (H.264, ``crf`` or ``lossless``) or a folder of PNGs;
 * :func:`optical_flow` (OpenCV DIS), :func:`warp` (backward, bilinear), :func:`consistency_mask`
-  (forward-backward occlusion check).
+  (forward-backward occlusion check);
+* :func:`camera_path` / :func:`render_clip` / :func:`build_video_set`: synthetic rainy clips with ground truth,
+  a camera moving over a clean photo (pan, zoom, shake, static) with temporal weather degradations
+  (:func:`degrade`: sensor noise, moving glare, fog, illumination change).
 
 Video files need PyAV: ``pip install sapnet[video]``. The temporal metrics built on the flow are in
 :mod:`sapnet.metrics.temporal`.
@@ -23,22 +26,50 @@ from sapnet.video.io import (
     read_frames,
     write_frames,
 )
+from sapnet.video.synthesis import (
+    CAMERA_KINDS,
+    DEGRADATION_NAMES,
+    CameraPath,
+    CameraPose,
+    Degradations,
+    PhotoTooSmallError,
+    VideoBuildReport,
+    build_video_set,
+    camera_path,
+    degrade,
+    parse_degradations,
+    render_clip,
+    view_transforms,
+)
 
 __all__ = [
+    "CAMERA_KINDS",
     "CONSISTENCY_ALPHA",
     "CONSISTENCY_BETA",
     "DEFAULT_CRF",
+    "DEGRADATION_NAMES",
     "FRAME_NAME",
     "VIDEO_EXTENSIONS",
+    "CameraPath",
+    "CameraPose",
+    "Degradations",
     "FrameReadWarning",
     "FrameWriter",
+    "PhotoTooSmallError",
+    "VideoBuildReport",
     "VideoInfo",
+    "build_video_set",
+    "camera_path",
     "consistency_mask",
+    "degrade",
     "frame_name",
     "luma_8bit",
     "optical_flow",
+    "parse_degradations",
     "probe",
     "read_frames",
+    "render_clip",
+    "view_transforms",
     "warp",
     "write_frames",
 ]
