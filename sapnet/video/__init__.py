@@ -4,13 +4,39 @@
   stream of float32 (3, H, W) RGB tensors in [0, 1]; :class:`FrameReadWarning` for frames skipped;
 * :class:`FrameWriter` / :func:`write_frames`: an .mp4 (H.264, ``crf`` or ``lossless``) or a folder of PNGs;
 * :func:`optical_flow` (OpenCV DIS), :func:`warp` (backward, bilinear), :func:`consistency_mask`
-  (forward-backward occlusion check).
+  (forward-backward occlusion check);
+* :class:`VideoDerainer` (temporal modes ``"frame"``, ``"fuse"``, ``"lowrank"``: :data:`MODES`, streamed with
+  ``step`` / ``flush`` / ``run``) and :func:`derain_video` (a clip file or folder into another);
+  :func:`robust_pca` (low-rank plus sparse, the ``lowrank`` mode's core).
 
 Video files need PyAV: ``pip install sapnet[video]``. The temporal metrics built on the flow are in
 :mod:`sapnet.metrics.temporal`.
 """
 
-from sapnet.video.flow import CONSISTENCY_ALPHA, CONSISTENCY_BETA, consistency_mask, luma_8bit, optical_flow, warp
+from sapnet.video.derain import (
+    DEFAULT_WINDOW,
+    FLOW_SOURCES,
+    MODES,
+    STREAK_WIDTH,
+    FrameDerainer,
+    FuseDerainer,
+    LowRankDerainer,
+    TemporalDerainer,
+    VideoDerainer,
+    WindowDerainer,
+    derain_video,
+    masked_median,
+    suppress_streaks,
+)
+from sapnet.video.flow import (
+    CONSISTENCY_ALPHA,
+    CONSISTENCY_BETA,
+    LUMA_WEIGHTS,
+    consistency_mask,
+    luma_8bit,
+    optical_flow,
+    warp,
+)
 from sapnet.video.io import (
     DEFAULT_CRF,
     FRAME_NAME,
@@ -23,22 +49,42 @@ from sapnet.video.io import (
     read_frames,
     write_frames,
 )
+from sapnet.video.lowrank import RPCA_MAX_ITER, RPCA_TOL, RobustPCA, robust_pca, singular_value_threshold
 
 __all__ = [
     "CONSISTENCY_ALPHA",
     "CONSISTENCY_BETA",
     "DEFAULT_CRF",
+    "DEFAULT_WINDOW",
+    "FLOW_SOURCES",
     "FRAME_NAME",
+    "LUMA_WEIGHTS",
+    "MODES",
+    "RPCA_MAX_ITER",
+    "RPCA_TOL",
+    "STREAK_WIDTH",
     "VIDEO_EXTENSIONS",
+    "FrameDerainer",
     "FrameReadWarning",
     "FrameWriter",
+    "FuseDerainer",
+    "LowRankDerainer",
+    "RobustPCA",
+    "TemporalDerainer",
+    "VideoDerainer",
     "VideoInfo",
+    "WindowDerainer",
     "consistency_mask",
+    "derain_video",
     "frame_name",
     "luma_8bit",
+    "masked_median",
     "optical_flow",
     "probe",
     "read_frames",
+    "robust_pca",
+    "singular_value_threshold",
+    "suppress_streaks",
     "warp",
     "write_frames",
 ]
