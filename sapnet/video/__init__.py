@@ -8,12 +8,38 @@
 * :func:`camera_path` / :func:`render_clip` / :func:`build_video_set`: synthetic rainy clips with ground truth,
   a camera moving over a clean photo (pan, zoom, shake, static) with temporal weather degradations
   (:func:`degrade`: sensor noise, moving glare, fog, illumination change).
+* :class:`VideoDerainer` (temporal modes ``"frame"``, ``"fuse"``, ``"lowrank"``: :data:`MODES`, streamed with
+  ``step`` / ``flush`` / ``run``) and :func:`derain_video` (a clip file or folder into another);
+  :func:`robust_pca` (low-rank plus sparse, the ``lowrank`` mode's core).
 
 Video files need PyAV: ``pip install sapnet[video]``. The temporal metrics built on the flow are in
 :mod:`sapnet.metrics.temporal`.
 """
 
-from sapnet.video.flow import CONSISTENCY_ALPHA, CONSISTENCY_BETA, consistency_mask, luma_8bit, optical_flow, warp
+from sapnet.video.derain import (
+    DEFAULT_WINDOW,
+    FLOW_SOURCES,
+    MODES,
+    STREAK_WIDTH,
+    FrameDerainer,
+    FuseDerainer,
+    LowRankDerainer,
+    TemporalDerainer,
+    VideoDerainer,
+    WindowDerainer,
+    derain_video,
+    masked_median,
+    suppress_streaks,
+)
+from sapnet.video.flow import (
+    CONSISTENCY_ALPHA,
+    CONSISTENCY_BETA,
+    LUMA_WEIGHTS,
+    consistency_mask,
+    luma_8bit,
+    optical_flow,
+    warp,
+)
 from sapnet.video.io import (
     DEFAULT_CRF,
     FRAME_NAME,
@@ -26,6 +52,7 @@ from sapnet.video.io import (
     read_frames,
     write_frames,
 )
+from sapnet.video.lowrank import RPCA_MAX_ITER, RPCA_TOL, RobustPCA, robust_pca, singular_value_threshold
 from sapnet.video.synthesis import (
     CAMERA_KINDS,
     DEGRADATION_NAMES,
@@ -47,28 +74,47 @@ __all__ = [
     "CONSISTENCY_ALPHA",
     "CONSISTENCY_BETA",
     "DEFAULT_CRF",
+    "DEFAULT_WINDOW",
     "DEGRADATION_NAMES",
+    "FLOW_SOURCES",
     "FRAME_NAME",
+    "LUMA_WEIGHTS",
+    "MODES",
+    "RPCA_MAX_ITER",
+    "RPCA_TOL",
+    "STREAK_WIDTH",
     "VIDEO_EXTENSIONS",
     "CameraPath",
     "CameraPose",
     "Degradations",
+    "FrameDerainer",
     "FrameReadWarning",
     "FrameWriter",
+    "FuseDerainer",
+    "LowRankDerainer",
     "PhotoTooSmallError",
+    "RobustPCA",
+    "TemporalDerainer",
     "VideoBuildReport",
+    "VideoDerainer",
     "VideoInfo",
+    "WindowDerainer",
     "build_video_set",
     "camera_path",
     "consistency_mask",
     "degrade",
+    "derain_video",
     "frame_name",
     "luma_8bit",
+    "masked_median",
     "optical_flow",
     "parse_degradations",
     "probe",
     "read_frames",
     "render_clip",
+    "robust_pca",
+    "singular_value_threshold",
+    "suppress_streaks",
     "view_transforms",
     "warp",
     "write_frames",

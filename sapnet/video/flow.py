@@ -20,6 +20,7 @@ import torch.nn.functional as F
 __all__ = [
     "CONSISTENCY_ALPHA",
     "CONSISTENCY_BETA",
+    "LUMA_WEIGHTS",
     "consistency_mask",
     "luma_8bit",
     "optical_flow",
@@ -32,8 +33,8 @@ CONSISTENCY_ALPHA = 0.01
 CONSISTENCY_BETA = 0.5
 """Absolute tolerance of the forward-backward check, in squared pixels (same sources)."""
 
-# ITU-R BT.601 luma, as OpenCV's RGB2GRAY.
-_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+"""ITU-R BT.601 luma weights of R, G and B, as OpenCV's RGB2GRAY (:func:`luma_8bit`)."""
 
 
 def luma_8bit(x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +45,7 @@ def luma_8bit(x: torch.Tensor) -> torch.Tensor:
     if not x.is_floating_point():
         raise TypeError(f"expected a float image in [0, 1], got {x.dtype}")
     x = x.detach().to("cpu", torch.float32)
-    y = x[0] if x.shape[0] == 1 else torch.tensordot(torch.tensor(_LUMA_WEIGHTS), x, dims=1)
+    y = x[0] if x.shape[0] == 1 else torch.tensordot(torch.tensor(LUMA_WEIGHTS), x, dims=1)
     return (y.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
