@@ -18,6 +18,9 @@ from sapnet.hub import file_sha256
 from sapnet.models import WEIGHTS, CheckpointError, DerainNet, WeightsError, WeightsHashError, hub
 from sapnet.models.registry import ARCHITECTURES, find_weights_by_sha256, get_weights, list_models, measured_scores
 
+PUBLISHED = sorted(name for name, entry in WEIGHTS.items() if not entry.bundled)
+"""The registry entries of the papers' authors (``sapnet.real`` is ours)."""
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOLERANCE = 1e-4
 
@@ -75,7 +78,7 @@ def test_names_and_listing() -> None:
     assert {"sapnet", "prenet", "prenet_r", "prn", "prn_r", "prenet_lstm", "prenet_gru", "prenet_x"} <= set(archs)
     assert sapnet.list_models is list_models
     pretrained = list_models(pretrained=True)
-    assert len(pretrained) == len(WEIGHTS) == 21
+    assert len(pretrained) == len(WEIGHTS) == len(PUBLISHED) + 1 == 22  # the 21 published files and sapnet.real
     for name in ("sapnet.rain100h", "prenet.rain100h", "prenet.rain100l", "prenet.rain1400"):
         assert name in pretrained
     for arch in ("prenet_r", "prn", "prn_r"):
@@ -84,8 +87,12 @@ def test_names_and_listing() -> None:
     assert list_models("prenet_real.*", pretrained=True) == ["prenet_real.real1", "prenet_real.real2"]
     assert sapnet.models.DEFAULT_MODEL in pretrained
     for entry in WEIGHTS.values():
-        assert entry.arch in ARCHITECTURES and entry.url.startswith("https://github.com/")
-        assert "/raw/" in entry.url and len(entry.sha256) == 64 and entry.bytes > 0 and entry.license
+        assert entry.network in ARCHITECTURES and len(entry.sha256) == 64 and entry.bytes > 0 and entry.license
+        if entry.bundled:  # ours, shipped in checkpoints/ with a model card
+            assert not entry.url and (hub.bundled_dir() / entry.filename).is_file()
+            assert (hub.bundled_dir() / "README.md").read_text().count(entry.sha256) >= 1
+        else:
+            assert entry.arch in ARCHITECTURES and entry.url.startswith("https://github.com/") and "/raw/" in entry.url
 
 
 @pytest.mark.parametrize("name", ["prenet.rain100x", "prnet", "sapnet.rain100l"])
@@ -111,7 +118,7 @@ def test_architecture_and_tag_without_weights() -> None:
 
 
 def test_registry_hashes_and_sizes_equal_the_published_files(compat_dir: Path, zoo_index: dict) -> None:
-    for entry in WEIGHTS.values():
+    for entry in (WEIGHTS[n] for n in PUBLISHED):
         assert entry.sha256 in zoo_index, entry.name
         info = zoo_index[entry.sha256]
         assert entry.bytes == info["bytes"] and entry.stages == info["stages"], entry.name
@@ -127,7 +134,7 @@ def test_registry_hashes_and_sizes_equal_the_published_files(compat_dir: Path, z
     assert len({e.sha256 for e in WEIGHTS.values()}) == len(WEIGHTS)
 
 
-@pytest.mark.parametrize("name", sorted(WEIGHTS))
+@pytest.mark.parametrize("name", PUBLISHED)
 def test_every_published_checkpoint_reproduces_its_golden(
     name: str, compat_dir: Path, zoo_index: dict, goldens: dict[str, np.ndarray]
 ) -> None:
