@@ -78,7 +78,7 @@ def test_names_and_listing() -> None:
     assert {"sapnet", "prenet", "prenet_r", "prn", "prn_r", "prenet_lstm", "prenet_gru", "prenet_x"} <= set(archs)
     assert sapnet.list_models is list_models
     pretrained = list_models(pretrained=True)
-    assert len(pretrained) == len(WEIGHTS) == len(PUBLISHED) + 1 == 22  # the 21 published files and sapnet.real
+    assert len(pretrained) == len(WEIGHTS) == len(PUBLISHED) == 21  # the published files (no bundled entry yet)
     for name in ("sapnet.rain100h", "prenet.rain100h", "prenet.rain100l", "prenet.rain1400"):
         assert name in pretrained
     for arch in ("prenet_r", "prn", "prn_r"):
