@@ -1,5 +1,7 @@
 """``sapnet evaluate`` (also ``python evaluate.py``): PSNR / SSIM / BRISQUE tables, methods x datasets; with
-``--task detection|segmentation``, a detector's mAP or a segmenter's mIoU / mPA on rainy, derained and clean images.
+``--task detection|segmentation``, a detector's mAP or a segmenter's mIoU / mPA on rainy, derained and clean images;
+with ``--task video`` (or ``--video``), temporal derain modes on rainy clips (PSNR / SSIM, warping error / tOF or
+flicker, NIQE, seconds per frame).
 """
 
 from __future__ import annotations
@@ -7,29 +9,38 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sapnet.data.listing import read_name_list
 from sapnet.downstream.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 from sapnet.downstream.tasks import TASKS as DOWNSTREAM_TASKS
-from sapnet.evaluation import evaluate
+from sapnet.evaluation import DEFAULT_VIDEO_MODES, VIDEO_METRICS, evaluate
 from sapnet.metrics import METRICS, check_metrics
+from sapnet.models import DEFAULT_MODEL
+from sapnet.video import DEFAULT_WINDOW, MODES
 
 RESTORATION = "restoration"
 DOWNSTREAM = tuple(DOWNSTREAM_TASKS)
-TASKS = (RESTORATION, *DOWNSTREAM)
+VIDEO = "video"
+TASKS = (RESTORATION, *DOWNSTREAM, VIDEO)
 
 
 @dataclass(frozen=True)
 class TaskOption:
-    """An option that only some ``--task`` values use: its flag, those tasks, and its default (the parser's
-    default is ``None`` / ``False``, so that an option given by hand can be told from one left out)."""
+    """An option that only some ``--task`` values use: its flag, those tasks, and its default, or its default for
+    a task in ``task_defaults`` (the parser's default is ``None`` / ``False``, so that an option given by hand can
+    be told from one left out)."""
 
     flag: str
     tasks: tuple[str, ...]
     default: Any
+    task_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def default_for(self, task: str) -> Any:
+        return self.task_defaults.get(task, self.default)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,19 +54,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     options: dict[str, TaskOption] = {}
 
-    def task_option(group: argparse._ArgumentGroup, tasks: tuple[str, ...], *flags: str, **kwargs: Any) -> None:
+    def task_option(
+        group: argparse._ArgumentGroup,
+        tasks: tuple[str, ...],
+        *flags: str,
+        task_defaults: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         unset = False if kwargs.get("action") == "store_true" else None
         default = kwargs.pop("default", unset)
         action = group.add_argument(*flags, default=unset, **kwargs)
-        options[action.dest] = TaskOption(flags[0], tasks, default)
+        options[action.dest] = TaskOption(flags[0], tasks, default, dict(task_defaults or {}))
 
     p.add_argument(
         "--task",
         choices=TASKS,
-        default=RESTORATION,
+        default=None,
         help="restoration: PSNR/SSIM/BRISQUE of the derained images (default); detection / segmentation: a "
-        "downstream model's scores on rainy, derained and clean images (SAPNet's Table 5)",
+        "downstream model's scores on rainy, derained and clean images (SAPNet's Table 5); video: temporal "
+        "derain modes on rainy clips (--clips)",
     )
+    p.add_argument("--video", action="store_true", help="the same as --task video")
     p.add_argument(
         "--model",
         dest="models",
@@ -100,13 +119,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     task_option(
         g,
-        (RESTORATION,),
+        (RESTORATION, VIDEO),
         "--metrics",
         nargs="+",
         default=["psnr", "ssim"],
+        task_defaults={VIDEO: list(VIDEO_METRICS)},
         type=_metric,
         metavar="NAME",
-        help=f"any of {', '.join(METRICS)} (default: psnr ssim)",
+        help=f"any of {', '.join(METRICS)} (default: psnr ssim); --task video: any of {', '.join(VIDEO_METRICS)} "
+        "(default: all)",
     )
     task_option(
         g, (RESTORATION,), "--save-outputs", action="store_true", help="write the scored (quantised) outputs as PNG"
@@ -202,6 +223,45 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="voc|cityscapes|FILE.json",
         help="mask values -> classes (default voc)",
     )
+
+    g = p.add_argument_group(
+        "video deraining (--task video, or --video)",
+        "One table, rows = Rainy, each --model in each --modes, Clean (where clips have clean/); columns = PSNR, "
+        "SSIM (Y channel, outputs quantised as the image protocol), warping error and tOF against clean/ (flicker "
+        "on clips without it), NIQE (per frame), seconds per frame; with per_frame.csv and strip.png (the first "
+        f"frame of each version). --model: networks only (no folders of outputs), {DEFAULT_MODEL} when none is given; "
+        "--model none: no network (mode lowrank only). "
+        "--grid-images: clips in the strip.",
+    )
+    task_option(
+        g,
+        (VIDEO,),
+        "--clips",
+        type=Path,
+        metavar="DIR",
+        help="a folder of clips (<clip>/rain/ frames, optional <clip>/clean/, as `sapnet synth --video` writes) "
+        "or one clip folder",
+    )
+    task_option(
+        g,
+        (VIDEO,),
+        "--modes",
+        nargs="+",
+        choices=list(MODES),
+        default=list(DEFAULT_VIDEO_MODES),
+        metavar="MODE",
+        help=f"temporal modes, each run with each --model: {', '.join(MODES)} (default: "
+        f"{' '.join(DEFAULT_VIDEO_MODES)})",
+    )
+    task_option(
+        g,
+        (VIDEO,),
+        "--window",
+        type=_positive_int,
+        metavar="K",
+        help=f"frames in the window of fuse and lowrank (odd; default {DEFAULT_WINDOW})",
+    )
+    task_option(g, (VIDEO,), "--frames", type=_positive_int, metavar="N", help="score the first N frames of each clip")
     p.set_defaults(run=run, task_options=options)
     return p
 
@@ -214,10 +274,12 @@ def _positive_int(text: str) -> int:
 
 
 def _metric(name: str) -> str:
+    if name in VIDEO_METRICS:
+        return name  # whether the task scores it is checked once the task is known
     try:
         check_metrics([name])
     except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        raise argparse.ArgumentTypeError(f"{e}; --task video: {', '.join(VIDEO_METRICS)}") from None
     return name
 
 
@@ -229,7 +291,7 @@ def _apply_task_options(args: argparse.Namespace) -> None:
     """Fill in the defaults of the task-specific options that were left out."""
     for dest, option in args.task_options.items():
         if _left_out(getattr(args, dest)):
-            setattr(args, dest, option.default)
+            setattr(args, dest, option.default_for(args.task))
 
 
 def _unused_options(args: argparse.Namespace) -> str | None:
@@ -245,20 +307,31 @@ def _unused_options(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``--task restoration`` (:func:`run_restoration`) or a downstream task (:func:`run_downstream`); options of
-    the other tasks exit 2."""
+    """``--task restoration`` (:func:`run_restoration`), a downstream task (:func:`run_downstream`) or ``video``
+    (:func:`run_video`); options of the other tasks exit 2."""
+    if args.video and args.task not in (None, VIDEO):
+        print(f"sapnet evaluate: --video is --task video, not --task {args.task}", file=sys.stderr)
+        return 2
+    args.task = VIDEO if args.video else args.task or RESTORATION
     unused = _unused_options(args)
     if unused is not None:
         print(f"sapnet evaluate: {unused}", file=sys.stderr)
         return 2
     _apply_task_options(args)
-    return run_restoration(args) if args.task == RESTORATION else run_downstream(args)
+    if args.task == RESTORATION:
+        return run_restoration(args)
+    return run_video(args) if args.task == VIDEO else run_downstream(args)
 
 
 def run_restoration(args: argparse.Namespace) -> int:
     """``--task restoration``: one table, methods x datasets, of PSNR / SSIM / BRISQUE."""
     if not args.datasets:
         print("sapnet evaluate: --dataset is required (a benchmark folder, NAME=DIR)", file=sys.stderr)
+        return 2
+    try:
+        check_metrics(args.metrics)
+    except ValueError as e:
+        print(f"sapnet evaluate: {e}", file=sys.stderr)
         return 2
     try:
         images = read_name_list(args.images) if args.images is not None else None
@@ -377,3 +450,41 @@ def run_downstream(args: argparse.Namespace) -> int:
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
     return 1 if result.problems or result.images == 0 else 0
+
+
+def run_video(args: argparse.Namespace) -> int:
+    """``--task video``: one table, rows = Rainy, each model in each mode, Clean; see the option group's help."""
+    from sapnet.data import DatasetError
+    from sapnet.evaluation import check_video_metrics, evaluate_video
+
+    def fail(message: str) -> int:
+        print(f"sapnet evaluate: {message}", file=sys.stderr)
+        return 2
+
+    if args.datasets:
+        return fail("--task video scores --clips DIR (a folder of clips or one clip), not --dataset")
+    if args.limit is not None:
+        return fail("--task video does not use --limit: --frames N scores the first N frames of each clip")
+    if args.clips is None:
+        return fail("--task video needs --clips DIR (a folder of clips, <clip>/rain/ and optional <clip>/clean/)")
+    try:
+        check_video_metrics(args.metrics)
+        result = evaluate_video(
+            args.clips,
+            args.models or [DEFAULT_MODEL],
+            args.modes,
+            args.metrics,
+            args.out,
+            window=args.window,
+            frames=args.frames,
+            device=args.device,
+            tile=args.tile,
+            strip_clips=args.grid_images,
+            log=lambda message: print(message, file=sys.stderr),
+        )
+    except (DatasetError, ValueError) as e:
+        return fail(str(e))
+    print(result.markdown)
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    return 1 if result.skipped else 0

@@ -1,0 +1,487 @@
+"""Evaluate video deraining on clips: each temporal mode of each network against the rainy and clean clips.
+
+A clip is a folder with ``rain/`` (its rainy frames) and, optionally, ``clean/`` (the ground truth, frame for
+frame), as :func:`sapnet.video.build_video_set` writes them. Every version of a clip is streamed: the rainy frames
+are read once per version and given to the temporal derainer (:class:`sapnet.video.VideoDerainer`) one at a
+time, and each output frame is scored as it comes out; only the derainer's window, the rainy frames it has not
+yet answered and the previous frame of the temporal metrics are held.
+
+Protocol: a network's output frame is quantised as if saved to an 8-bit PNG (``uint8(255 * clamp(x, 0, 1))``,
+truncation, as the image evaluation does), then scored. PSNR / SSIM are the image protocol's (Y channel of
+MATLAB's ``rgb2ycbcr``) per frame; NIQE per frame; the temporal metrics per pair of consecutive frames: warping
+error and tOF against the clean clip (its motion) where the clip has ``clean/``, else flicker (flow from the rainy
+frames). The table's values are means over all frames (or frame pairs) of all clips.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from sapnet.data.datasets import DatasetError, DatasetNotFoundError
+from sapnet.data.image import ImageReadError, quantize_8bit
+from sapnet.data.listing import natural_sort_key
+from sapnet.evaluation.grid import comparison_grid
+from sapnet.evaluation.methods import Method, resolve_methods
+from sapnet.evaluation.runner import RAINY
+from sapnet.evaluation.tables import ARROWS, format_value, markdown_table, write_tables
+from sapnet.metrics import METRICS, TOF, Flicker, MetricSpec, WarpingError
+from sapnet.video import DEFAULT_WINDOW, MODES, FrameReadWarning, VideoDerainer, probe, read_frames
+
+__all__ = [
+    "CLEAN",
+    "DEFAULT_VIDEO_MODES",
+    "NO_NETWORK",
+    "SECONDS_PER_FRAME",
+    "VIDEO_METRICS",
+    "Clip",
+    "VideoEvaluationResult",
+    "VideoRow",
+    "check_video_metrics",
+    "evaluate_video",
+    "find_clips",
+]
+
+CLEAN = "Clean"
+"""The row of the clean clips themselves (where clips have ``clean/``)."""
+
+NO_NETWORK = "none"
+"""The method spec for no network: the ``lowrank`` mode alone."""
+
+DEFAULT_VIDEO_MODES = ("frame", "fuse")
+"""The temporal modes scored when none are named."""
+
+VIDEO_METRICS: dict[str, MetricSpec] = {
+    "psnr": METRICS["psnr"].spec,
+    "ssim": METRICS["ssim"].spec,
+    "warp": MetricSpec("warp", "warp err", 5, False),
+    "tof": MetricSpec("tof", "tOF", 3, False),
+    "flicker": MetricSpec("flicker", "flicker", 4, False),
+    "niqe": METRICS["niqe"].spec,
+}
+"""The metrics of the video table by name: PSNR / SSIM and warping error / tOF need ``clean/``; flicker is scored
+on clips without it; NIQE on every frame."""
+
+SECONDS_PER_FRAME = MetricSpec("seconds_per_frame", "s/frame", 3, False)
+"""The derainer's time per frame (network, optical flow, fusion; not reading or scoring), in every table."""
+
+_PAIRED = ("psnr", "ssim")
+_WITH_CLEAN = ("warp", "tof")
+
+
+def check_video_metrics(names: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming each name in ``names`` that is not in :data:`VIDEO_METRICS`."""
+    problems = [f"unknown video metric {n!r}" for n in names if n not in VIDEO_METRICS]
+    if problems:
+        raise ValueError("; ".join(problems) + f". Available: {', '.join(VIDEO_METRICS)}")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A clip to score: its name, its folder of rainy frames and its folder of clean frames (or ``None``)."""
+
+    name: str
+    rain: Path
+    clean: Path | None = None
+
+
+def find_clips(root: str | os.PathLike[str]) -> list[Clip]:
+    """The clips under ``root``: ``root`` itself when it has a ``rain/`` folder (one clip, named after ``root``),
+    else each sub-folder with ``rain/`` (natural order of names, hidden ones skipped); ``clean/`` where present.
+
+    Raises:
+        DatasetNotFoundError: no such folder. DatasetError: no clip found.
+    """
+    path = Path(root)
+    if not path.is_dir():
+        raise DatasetNotFoundError(f"{path}: no such folder of clips")
+
+    def clip(folder: Path) -> Clip:
+        clean = folder / "clean"
+        return Clip(folder.resolve().name, folder / "rain", clean if clean.is_dir() else None)
+
+    if (path / "rain").is_dir():
+        return [clip(path)]
+    folders = sorted(
+        (p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "rain").is_dir()),
+        key=lambda p: natural_sort_key(p.name),
+    )
+    if not folders:
+        raise DatasetError(
+            f"{path}: no clips: expected <clip>/rain/ folders of frames (each with an optional <clip>/clean/), "
+            "or a clip folder holding rain/ itself"
+        )
+    return [clip(f) for f in folders]
+
+
+@dataclass
+class VideoRow:
+    """One row of the table: a method (``Rainy``, a network's name or ``Clean``) in a temporal mode (``""`` for
+    the rainy and clean clips), its means (``values``: metric key -> mean over frames or frame pairs,
+    :data:`SECONDS_PER_FRAME` for a derainer), the clips and frames scored and the (clip, reason) of those not."""
+
+    method: str
+    mode: str = ""
+    clips: int = 0
+    frames: int = 0
+    values: dict[str, float] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} ({self.mode})" if self.mode else self.method
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"method", "mode", "clips", "frames", <metric>: mean, ..., "skipped": count}``."""
+        return {
+            "method": self.method,
+            "mode": self.mode,
+            "clips": self.clips,
+            "frames": self.frames,
+            **self.values,
+            "skipped": len(self.skipped),
+        }
+
+
+@dataclass
+class VideoEvaluationResult:
+    """Everything a video evaluation produced: the rows, the clips, the Markdown table and the files written
+    (``md``, ``csv``, ``json``, ``per_frame``, ``strip``)."""
+
+    rows: list[VideoRow]
+    clips: list[Clip]
+    markdown: str = ""
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> bool:
+        """Whether some clip or method was not scored."""
+        return any(row.skipped for row in self.rows)
+
+
+@dataclass
+class _Version:
+    """A version of each clip that becomes a row: the rainy frames, the clean ones, or a derainer's output."""
+
+    row: VideoRow
+    derainer: VideoDerainer | None = None
+    clean: bool = False  # the clean frames themselves
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _label_spec(spec: str) -> tuple[str, str]:
+    label, _, target = spec.rpartition("=")
+    return label, target
+
+
+def _methods(models: Sequence[str | Method], log: Callable[[str], None]) -> tuple[list[Method], list[VideoRow]]:
+    """The methods of ``models`` (``[LABEL=]none``: no network) and a skipped row for each that does not load."""
+    methods: list[Method] = []
+    failed: list[VideoRow] = []
+    for spec in models:
+        if isinstance(spec, str) and _label_spec(spec)[1].strip().lower() == NO_NETWORK:
+            methods.append(Method(_label_spec(spec)[0] or NO_NETWORK))
+            continue
+        loaded, problems = resolve_methods([spec])
+        for name, reason in problems:
+            log(f"skipping method {name}: {reason}")
+            failed.append(VideoRow(name, skipped=[("*", reason)]))
+        for method in loaded:
+            if method.outputs_dir is not None:
+                reason = "a folder of precomputed outputs: video evaluation runs networks on the clips"
+                log(f"skipping method {method.name}: {reason}")
+                failed.append(VideoRow(method.name, skipped=[("*", reason)]))
+            else:
+                methods.append(method)
+    return methods, failed
+
+
+def _derained(version: _Version, rainy: Iterator[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(output, rainy input) for each frame: the derainer's output quantised as the protocol saves it, timed."""
+    assert version.derainer is not None
+    derainer = version.derainer
+    derainer.reset()
+    pending: deque[torch.Tensor] = deque()  # rainy frames given, not yet answered (at most the window's delay)
+
+    ends: Iterator[torch.Tensor | None] = chain(rainy, [None])  # None: the clip's end (frames read lazily)
+    for frame in ends:
+        start = time.perf_counter()
+        if frame is None:
+            ready = derainer.flush()
+        else:
+            pending.append(frame)
+            ready = derainer.step(frame)
+        version.seconds += time.perf_counter() - start
+        for out in ready:
+            # Truncated: the evaluation protocol saves a network's output as np.uint8(255 * out) does.
+            yield quantize_8bit(out, "floor"), pending.popleft()
+
+
+def _score_clip(
+    version: _Version,
+    clip: Clip,
+    metrics: Sequence[str],
+    limit: int | None,
+    niqe_problems: dict[str, str],
+    step: Callable[[], object],
+) -> tuple[list[dict[str, float]], torch.Tensor]:
+    """Score one version of one clip: per-frame values (the temporal ones on the pair ending at that frame) and
+    the first output frame. Raises what reading the frames raises (an unreadable frame included)."""
+    rainy = islice(read_frames(clip.rain), limit)
+    clean = None if clip.clean is None else islice(read_frames(clip.clean), limit)
+    frames: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    if version.derainer is not None:
+        frames = _derained(version, rainy)
+    elif version.clean:
+        assert clip.clean is not None
+        frames = zip(islice(read_frames(clip.clean), limit), rainy, strict=True)
+    else:
+        frames = ((frame, frame) for frame in rainy)
+    temporal: dict[str, WarpingError | TOF | Flicker]
+    if clean is not None:
+        temporal = {k: (WarpingError() if k == "warp" else TOF()) for k in _WITH_CLEAN if k in metrics}
+    else:
+        temporal = {"flicker": Flicker()} if "flicker" in metrics else {}
+    per_frame: list[dict[str, float]] = []
+    first: torch.Tensor | None = None
+    for index, (output, rain) in enumerate(frames):
+        truth = None if clean is None else next(clean, None)
+        if clean is not None and truth is None:
+            raise DatasetError(f"{clip.clean} ends after {index} frames, {clip.rain} goes on")
+        if truth is not None and truth.shape != output.shape:
+            raise DatasetError(
+                f"{clip.clean} frame {index} is {truth.shape[-1]}x{truth.shape[-2]}, the rainy frames "
+                f"{output.shape[-1]}x{output.shape[-2]}"
+            )
+        values: dict[str, float] = {}
+        if truth is not None:
+            values.update({k: METRICS[k].fn(output, truth) for k in _PAIRED if k in metrics})
+        if "niqe" in metrics and clip.name not in niqe_problems:
+            try:
+                values["niqe"] = METRICS["niqe"].fn(output, None)
+            except ValueError as e:  # frames too small for NIQE's blocks: left out for this clip
+                niqe_problems[clip.name] = str(e)
+        for key, metric in temporal.items():
+            value = metric.update(output, truth if key in _WITH_CLEAN else rain)
+            if value is not None:
+                values[key] = value
+        per_frame.append(values)
+        if first is None:
+            first = output
+        step()
+    if clean is not None and next(clean, None) is not None:
+        raise DatasetError(f"{clip.clean} has more frames than {clip.rain}")
+    if first is None:
+        raise DatasetError(f"{clip.rain}: no frames")
+    return per_frame, first
+
+
+def _mean_values(version: _Version) -> dict[str, float]:
+    values = {k: version.sums[k] / n for k, n in version.counts.items() if n}
+    if version.derainer is not None and version.row.frames:
+        values[SECONDS_PER_FRAME.key] = version.seconds / version.row.frames
+    return values
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def _table(rows: Sequence[VideoRow], metrics: Sequence[str]) -> tuple[str, list[list[object]], list[dict[str, Any]]]:
+    """The Markdown table (rows = method / mode, columns = the metrics some row has), its CSV rows, its JSON."""
+    specs = [VIDEO_METRICS[m] for m in metrics] + [SECONDS_PER_FRAME]
+    columns = [s for s in specs if any(s.key in r.values for r in rows)]
+    header = ["method", "mode", *[f"{s.label} {ARROWS[s.higher_is_better]}" for s in columns]]
+    cells = [[r.method, r.mode or "-", *[format_value(r.values.get(s.key), s.decimals) for s in columns]] for r in rows]
+    keys = ["method", "mode", "clips", "frames", *[s.key for s in columns], "skipped"]
+    dicts = [r.as_dict() for r in rows]
+    csv_rows: list[list[object]] = [list(keys), *([d.get(k, "") for k in keys] for d in dicts)]
+    data = [{k: _json_value(d.get(k)) for k in keys} for d in dicts]
+    return markdown_table(header, cells), csv_rows, data
+
+
+_PROTOCOL_NOTE = (
+    "PSNR / SSIM: Y channel of MATLAB rgb2ycbcr on [0, 255] doubles, 11x11 Gaussian SSIM (sigma 1.5), per frame; "
+    "network outputs quantised as uint8(255 * clamp(x, 0, 1)) (truncation) before scoring. Warping error (Lai et "
+    "al. 2018, squared RGB difference in [0, 1] units) and tOF (Chu et al. 2020, pixels) against the clean clip's "
+    "motion on clips with clean/; flicker (mean absolute difference to the warped previous frame, flow from the "
+    "rainy frames) on clips without. NIQE per frame. s/frame: the temporal derainer's time per frame (network, "
+    "optical flow, fusion), not reading or scoring."
+)
+
+
+def evaluate_video(
+    clips: str | os.PathLike[str] | Sequence[Clip],
+    models: Sequence[str | Method] = (),
+    modes: Sequence[str] = DEFAULT_VIDEO_MODES,
+    metrics: Sequence[str] = tuple(VIDEO_METRICS),
+    out: Path | None = None,
+    *,
+    window: int | None = None,
+    frames: int | None = None,
+    device: torch.device | str | None = None,
+    tile: int | None = None,
+    strip_clips: int = 4,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> VideoEvaluationResult:
+    """Score the rainy clips (row ``Rainy``), each network in each temporal mode, and the clean clips (row
+    ``Clean``, where clips have ``clean/``) on a set of clips; see the module docstring for the protocol.
+
+    Args:
+        clips: a folder of clips or one clip folder (:func:`find_clips`), or :class:`Clip` objects.
+        models: method specs (``[LABEL=]SPEC``, :func:`sapnet.evaluation.resolve_method`: registry names,
+            checkpoints; not folders of precomputed outputs) or :class:`Method` objects with a network;
+            ``[LABEL=]none`` (or a :class:`Method` without a network) is no network, scored in the modes that need
+            none (``lowrank``). A method that does not load is reported and listed as skipped.
+        modes: temporal modes of :data:`sapnet.video.MODES`, each run with each network.
+        metrics: names from :data:`VIDEO_METRICS` (seconds per frame are always given).
+        out: folder for ``table.md/csv/json``, ``per_frame.csv`` (``method, mode, clip, frame`` (0-based),
+            metrics; the temporal ones on the pair ending at that frame) and ``strip.png`` (the first frame of
+            each version of the first ``strip_clips`` clips, side by side).
+        window: frames in the window of the ``fuse`` and ``lowrank`` modes (odd; default
+            :data:`sapnet.video.DEFAULT_WINDOW`); ``frame`` has none.
+        frames: score only the first ``frames`` frames of each clip (``None``: all).
+        device, tile: where the networks run and their tiling, as :class:`sapnet.video.VideoDerainer`.
+        strip_clips: clips in the strip (0: no strip).
+        progress: a tqdm bar per clip. log: where messages about skipped clips and methods go.
+
+    Raises:
+        ValueError: an unknown metric or mode, a bad ``frames`` or a window a mode refuses, a no-network method
+            with no mode that works without one (all checked before a frame is read). DatasetNotFoundError /
+            DatasetError: no clips at ``clips``.
+    """
+    check_video_metrics(metrics)
+    metrics = list(dict.fromkeys(metrics))
+    modes = list(dict.fromkeys(modes))
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ValueError(f"unknown modes {unknown}: use some of {', '.join(MODES)}")
+    if frames is not None and (isinstance(frames, bool) or frames < 1):
+        raise ValueError(f"frames must be >= 1 or None, got {frames}")
+    if not isinstance(clips, (str, os.PathLike)):
+        clip_list = list(clips)
+    else:
+        clip_list = find_clips(clips)
+    methods, failed = _methods(models, log)
+    versions = [_Version(VideoRow(RAINY))]
+    for method in methods:
+        usable = [m for m in modes if method.model is not None or not MODES[m].needs_model]
+        if not usable:
+            raise ValueError(
+                f"method {method.name!r} has no network: it runs only in mode lowrank, not in {', '.join(modes)}"
+            )
+        for mode in usable:
+            size = None if mode == "frame" else window
+            derainer = VideoDerainer(method.model, mode, window=size, tile=tile, device=device)
+            versions.append(_Version(VideoRow(method.name, mode), derainer))
+    if any(c.clean is not None for c in clip_list):
+        versions.append(_Version(VideoRow(CLEAN), clean=True))
+
+    per_frame_path = None if out is None else out / "per_frame.csv"
+    handle = None
+    writer = None
+    if per_frame_path is not None:
+        per_frame_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = per_frame_path.open("w", newline="")
+        writer = csv.DictWriter(handle, ["method", "mode", "clip", "frame", *metrics], restval="")
+        writer.writeheader()
+    niqe_problems: dict[str, str] = {}
+    strip: list[list[torch.Tensor]] = []
+    scored_clips = 0
+    try:
+        for clip in clip_list:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FrameReadWarning)  # an error when the frames are read
+                    count = probe(clip.rain).frames or 0
+                    clean_count = None if clip.clean is None else probe(clip.clean).frames
+                if clean_count is not None and clean_count != count:
+                    raise DatasetError(f"{clip.rain} has {count} frames, {clip.clean} {clean_count}")
+            except (DatasetError, ImageReadError, OSError) as e:
+                log(f"skipping clip {clip.name}: {e}")
+                for v in versions:
+                    v.row.skipped.append((clip.name, str(e)))
+                continue
+            count = count if frames is None else min(count, frames)
+            active = [v for v in versions if not v.clean or clip.clean is not None]
+            firsts: dict[int, torch.Tensor] = {}  # by index in versions
+            with tqdm(total=count * len(active), desc=clip.name, unit="frame", disable=not progress) as bar:
+                for v in active:
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("error", FrameReadWarning)  # frames must stay aligned
+                            values, first = _score_clip(v, clip, metrics, frames, niqe_problems, lambda: bar.update(1))
+                    except (DatasetError, ImageReadError, FrameReadWarning, OSError, RuntimeError, ValueError) as e:
+                        log(f"skipping {v.row.label} on clip {clip.name}: {e}")
+                        v.row.skipped.append((clip.name, str(e)))
+                        continue
+                    v.row.clips += 1
+                    v.row.frames += len(values)
+                    for index, frame_values in enumerate(values):
+                        for key, value in frame_values.items():
+                            v.sums[key] = v.sums.get(key, 0.0) + value
+                            v.counts[key] = v.counts.get(key, 0) + 1
+                        if writer is not None:
+                            row = {"method": v.row.method, "mode": v.row.mode, "clip": clip.name, "frame": index}
+                            writer.writerow({**row, **frame_values})
+                    if handle is not None:
+                        handle.flush()
+                    firsts[versions.index(v)] = first
+            if clip.name in niqe_problems:
+                log(f"{clip.name}: NIQE left out: {niqe_problems[clip.name]}")
+            if not firsts:
+                continue
+            scored_clips += 1
+            if len(strip) < strip_clips:
+                blank = torch.zeros_like(next(iter(firsts.values())))
+                strip.append([firsts.get(i, blank) for i in range(len(versions))])
+    finally:
+        if handle is not None:
+            handle.close()
+
+    for v in versions:
+        v.row.values = _mean_values(v)
+    rows = [v.row for v in versions] + failed
+    table, csv_rows, data = _table(rows, metrics)
+    with_clean = sum(c.clean is not None for c in clip_list)
+    lines = [_PROTOCOL_NOTE, ""]
+    windowed = [m for m in modes if m != "frame" and methods]
+    if windowed:
+        lines += [f"Window of {' / '.join(windowed)}: {window or DEFAULT_WINDOW} frames.", ""]
+    lines += [table, ""]
+    limit = f" (the first {frames} of each clip)" if frames is not None else ""
+    lines.append(
+        f"Means over the frames{limit} of {scored_clips} of {len(clip_list)} clips ({with_clean} with clean/); "
+        "temporal metrics over consecutive frame pairs."
+    )
+    skipped = [(r, clip, why) for r in rows for clip, why in r.skipped]
+    if skipped:
+        lines += ["", "Skipped:"]
+        lines += [f"- {r.label} / {clip}: {why}" for r, clip, why in skipped]
+    result = VideoEvaluationResult(rows, clip_list, "\n".join(lines) + "\n")
+    if out is not None:
+        result.files.update(write_tables(out, result.markdown, csv_rows, data))
+        assert per_frame_path is not None
+        result.files["per_frame"] = per_frame_path
+        if strip:
+            image = comparison_grid(strip, [v.row.label for v in versions])
+            image.save(out / "strip.png")
+            result.files["strip"] = out / "strip.png"
+    return result
