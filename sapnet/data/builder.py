@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from tqdm import tqdm
@@ -79,12 +80,16 @@ class BuildReport:
         """True when no source image failed."""
         return not self.failed
 
+    units: ClassVar[tuple[str, str]] = ("pairs", "images")
+    """What :meth:`summary` counts: the items written and the sources that failed."""
+
     def summary(self) -> str:
-        """One line: counts of written, skipped and failed pairs / images."""
+        """One line: counts of written, skipped and failed items (:attr:`units`: pairs / images)."""
+        written, failed = self.units
         parts = [
-            f"wrote {len(self.written)} pairs",
+            f"wrote {len(self.written)} {written}",
             f"skipped {len(self.skipped)} existing",
-            f"failed {len(self.failed)} images",
+            f"failed {len(self.failed)} {failed}",
         ]
         if self.ignored:
             parts.append(f"ignored {len(self.ignored)} non-image files")

@@ -605,16 +605,7 @@ class VideoBuildReport(BuildReport):
     """What :func:`build_video_set` did; ``written`` / ``skipped`` / ``failed`` name clips (the photo a failed
     clip came from is in its reason)."""
 
-    def summary(self) -> str:
-        """One line: counts of written, skipped and failed clips."""
-        parts = [
-            f"wrote {len(self.written)} clips",
-            f"skipped {len(self.skipped)} existing",
-            f"failed {len(self.failed)} clips",
-        ]
-        if self.ignored:
-            parts.append(f"ignored {len(self.ignored)} non-image files")
-        return ", ".join(parts) + f" -> {self.out_dir}"
+    units = ("clips", "clips")
 
 
 def _clip_complete(folder: Path, frames: int) -> bool:
