@@ -1,13 +1,14 @@
 """The SAPNet / PReNet training loop: single process or ``torchrun`` (DistributedDataParallel), resumable.
 
 Outputs in ``run.out``: ``log.csv`` (step, epoch, lr, loss terms, images/s), ``val.csv`` (epoch, step, PSNR, SSIM),
-``curves.png``, ``last.pt`` and ``best.pt`` (best validation PSNR), and with ``run.tensorboard`` TensorBoard events
-in ``tensorboard/``. The checkpoints are written by :func:`sapnet.models.save_training_state`: sapnet's format (read
-by :func:`sapnet.load_model`) plus a ``"training"`` entry with the counters, the optimiser, scheduler, scaler, RNG
-(and EMA) states, all ``weights_only``-safe. They are written atomically: a crash while saving leaves the previous
-file intact. A new run refuses an output folder that is not empty unless told to overwrite it; a resumed run
-must have the same config as the checkpoint's except for :data:`~sapnet.training.config.RESUME_FREE_KEYS`, and
-its logs lose the rows written after that checkpoint.
+``curves.png``, ``last.pt`` and ``best.pt`` (best validation PSNR, or with real-photo adaptation the best held-out
+score: :mod:`sapnet.training.adapt`, whose pseudo-labels go to ``pseudo_labels/``), and with ``run.tensorboard``
+TensorBoard events in ``tensorboard/``. The checkpoints are written by :func:`sapnet.models.save_training_state`:
+sapnet's format (read by :func:`sapnet.load_model`) plus a ``"training"`` entry with the counters, the optimiser,
+scheduler, scaler, RNG (and EMA, pseudo-label) states, all ``weights_only``-safe. They are written atomically: a
+crash while saving leaves the previous file intact. A new run refuses an output folder that is not empty unless told
+to overwrite it; a resumed run must have the same config as the checkpoint's except for
+:data:`~sapnet.training.config.RESUME_FREE_KEYS`, and its logs lose the rows written after that checkpoint.
 
 Mixed precision (``run.amp`` ``"bf16"`` / ``"fp16"``) is CUDA only; asking for it on the CPU is a
 :class:`~sapnet.training.config.ConfigError` rather than a silent fallback, so a config never means different
