@@ -48,10 +48,15 @@ def _check_frame(frame: torch.Tensor, what: str) -> None:
 
 
 def _visible_warp(
-    previous: torch.Tensor, current: torch.Tensor, flow_previous: torch.Tensor, flow_current: torch.Tensor
+    previous: torch.Tensor,
+    current: torch.Tensor,
+    previous_reference: torch.Tensor | None,
+    current_reference: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``previous`` warped onto ``current`` with the flow of ``flow_current -> flow_previous`` (the frames the
-    motion is measured on), and the bool (1, H, W) mask of the pixels of ``current`` visible in ``previous``."""
+    """``previous`` warped onto ``current`` with the flow measured on the reference frames where given (else on
+    the frames themselves), and the bool (1, H, W) mask of the pixels of ``current`` visible in ``previous``."""
+    flow_previous = previous if previous_reference is None else previous_reference
+    flow_current = current if current_reference is None else current_reference
     back = optical_flow(flow_current, flow_previous)
     forth = optical_flow(flow_previous, flow_current)
     visible = consistency_mask(back, forth).to(current.device)
@@ -170,9 +175,7 @@ class WarpingError(_PairMetric):
         previous_reference: torch.Tensor | None,
         current_reference: torch.Tensor | None,
     ) -> float:
-        flow_previous = previous if previous_reference is None else previous_reference
-        flow_current = current if current_reference is None else current_reference
-        warped, visible = _visible_warp(previous, current, flow_previous, flow_current)
+        warped, visible = _visible_warp(previous, current, previous_reference, current_reference)
         squared = (current.double() - warped.double()).square().sum(dim=0, keepdim=True)  # |RGB difference|^2
         count = int(visible.sum())
         # Lai et al.'s evaluation divides by the frame's pixel count where no pixel is visible (the sum is 0 then)
@@ -210,9 +213,7 @@ class Flicker(_PairMetric):
         previous_reference: torch.Tensor | None,
         current_reference: torch.Tensor | None,
     ) -> float:
-        flow_previous = previous if previous_reference is None else previous_reference
-        flow_current = current if current_reference is None else current_reference
-        warped, visible = _visible_warp(previous, current, flow_previous, flow_current)
+        warped, visible = _visible_warp(previous, current, previous_reference, current_reference)
         absolute = (current.double() - warped.double()).abs()
         count = int(visible.sum()) * current.shape[0]
         return float((absolute * visible).sum()) / (count or absolute.numel())
