@@ -44,6 +44,7 @@ __all__ = [
     "BuildError",
     "BuildReport",
     "build_rain_set",
+    "check_folders",
     "check_manifest",
     "pair_names",
     "pair_seed",
@@ -94,6 +95,18 @@ class BuildReport:
         if self.ignored:
             parts.append(f"ignored {len(self.ignored)} non-image files")
         return ", ".join(parts) + f" -> {self.out_dir}"
+
+
+def check_folders(src: Path, out: Path) -> None:
+    """Raise :class:`BuildError` when the output folder ``out`` overlaps the input folder ``src`` (equal, inside or
+    containing it) or exists and is not a folder."""
+    if src.exists() and paths_overlap(out.resolve(), src.resolve()):
+        raise BuildError(
+            f"output folder {out} overlaps the input folder {src} (equal, inside or containing it); "
+            f"sapnet synth never writes into its input: choose a separate output folder"
+        )
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"output {out} exists and is not a folder")
 
 
 def pair_seed(seed: int, stem: str, k: int) -> int:
@@ -249,13 +262,7 @@ def build_rain_set(
     rain_preset(preset)  # validates preset
     pair_names("x", per_image)  # validates per_image
     src, out = Path(clean_dir), Path(out_dir)
-    if src.exists() and paths_overlap(out.resolve(), src.resolve()):
-        raise BuildError(
-            f"output folder {out} overlaps the input folder {src} (equal, inside or containing it); "
-            f"sapnet synth never writes into its input: choose a separate output folder"
-        )
-    if out.exists() and not out.is_dir():
-        raise BuildError(f"output {out} exists and is not a folder")
+    check_folders(src, out)
     images = find_images(src)  # DatasetError when missing or empty
     manifest: dict[str, object] = {"preset": preset, "per_image": per_image, "seed": seed}
     check_manifest(out, manifest)

@@ -40,10 +40,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sapnet.data.builder import (
-    BuildError,
     BuildReport,
+    check_folders,
     check_manifest,
-    paths_overlap,
     torch_threads,
     write_manifest,
 )
@@ -680,13 +679,7 @@ def build_video_set(
     deg = parse_degradations(degradations)
     rain_preset(preset)
     src, out = Path(clean_dir), Path(out_dir)
-    if src.exists() and paths_overlap(out.resolve(), src.resolve()):
-        raise BuildError(
-            f"output folder {out} overlaps the input folder {src} (equal, inside or containing it); "
-            f"sapnet synth never writes into its input: choose a separate output folder"
-        )
-    if out.exists() and not out.is_dir():
-        raise BuildError(f"output {out} exists and is not a folder")
+    check_folders(src, out)
     images = find_images(src)  # DatasetError when missing or empty
     manifest: dict[str, object] = {
         "video": True,
