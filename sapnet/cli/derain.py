@@ -29,7 +29,7 @@ from sapnet.inference import (
 )
 from sapnet.models import DEFAULT_MODEL, CheckpointError, DerainNet, load_model
 
-__all__ = ["Job", "Source", "add_parser", "expand_inputs", "plan_jobs", "run"]
+__all__ = ["Job", "Source", "add_parser", "expand_inputs", "load_cli_model", "one_line", "plan_jobs", "run"]
 
 _FileId = tuple[int, int]
 
@@ -256,12 +256,21 @@ def plan_jobs(sources: Sequence[Source], outdir: Path) -> list[Job]:
     return jobs
 
 
-def _load(args: argparse.Namespace) -> tuple[DerainNet, torch.device]:
-    """The model of ``--checkpoint`` / ``--model`` / the default weights, on ``--device``."""
-    target = args.checkpoint if args.checkpoint is not None else args.model or DEFAULT_MODEL
-    model = load_model(target, weights_dir=args.weights_dir)
-    device = torch.device(args.device)
-    return model.to(device), device
+def load_cli_model(
+    target: str | os.PathLike[str], device_name: str, weights_dir: str | os.PathLike[str] | None = None
+) -> tuple[DerainNet, torch.device] | str:
+    """``sapnet.load_model(target)`` on ``device_name`` for a command, or the one-line error to print: an unknown
+    name, an unusable checkpoint, or a device that cannot be used."""
+    try:
+        model = load_model(target, weights_dir=weights_dir)
+        device = torch.device(device_name)
+        return model.to(device), device
+    except KeyError as e:
+        return str(e.args[0])
+    except CheckpointError as e:
+        return one_line(e)
+    except (RuntimeError, AssertionError) as e:  # bad or unavailable device (AssertionError: no CUDA build)
+        return f"cannot use device {device_name!r}: {one_line(e)}"
 
 
 def _output_folder_problem(folder: Path) -> str | None:
@@ -279,11 +288,12 @@ def _output_folder_problem(folder: Path) -> str | None:
         os.unlink(probe)
     except OSError as e:
         action = "write to" if existing == folder else f"create (in {existing})"
-        return f"cannot {action} output folder {folder}: {e.strerror or _one_line(e)}"
+        return f"cannot {action} output folder {folder}: {e.strerror or one_line(e)}"
     return None
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (its type name if it has none), for error messages."""
     return " ".join(str(e).split()) or type(e).__name__
 
 
@@ -301,17 +311,12 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         say(f"error: {problem}")
         return 2
-    try:
-        model, device = _load(args)
-    except KeyError as e:
-        say(f"error: {e.args[0]}")
+    target = args.checkpoint if args.checkpoint is not None else args.model or DEFAULT_MODEL
+    loaded = load_cli_model(target, args.device, args.weights_dir)
+    if isinstance(loaded, str):
+        say(f"error: {loaded}")
         return 2
-    except CheckpointError as e:
-        say(f"error: {_one_line(e)}")
-        return 2
-    except (RuntimeError, AssertionError) as e:  # bad or unavailable --device (AssertionError: no CUDA build)
-        say(f"error: cannot use device {args.device!r}: {_one_line(e)}")
-        return 2
+    model, device = loaded
 
     sources, input_errors = expand_inputs(args.inputs, recursive=args.recursive, exclude=args.output)
     for message in input_errors:
@@ -356,14 +361,14 @@ def run(args: argparse.Namespace) -> int:
             )
             write_image(result, job.output, meta)
         except ImageReadError as e:
-            say(f"error: {_one_line(e)}")
+            say(f"error: {one_line(e)}")
             failed += 1
         except (
             OSError,
             RuntimeError,
             Image.DecompressionBombError,
         ) as e:  # write failure, out of memory, ...
-            say(f"error: {job.source}: {type(e).__name__}: {_one_line(e)}")
+            say(f"error: {job.source}: {type(e).__name__}: {one_line(e)}")
             failed += 1
         else:
             done += 1

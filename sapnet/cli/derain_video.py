@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from sapnet.cli.derain import load_cli_model, one_line
 from sapnet.data import DatasetError, ImageReadError
 from sapnet.data.listing import list_images
-from sapnet.models import DEFAULT_MODEL, CheckpointError, load_model
+from sapnet.models import DEFAULT_MODEL
 from sapnet.video import DEFAULT_CRF, DEFAULT_WINDOW, MODES, VIDEO_EXTENSIONS, FrameReadWarning, derain_video, probe
 
 __all__ = ["NO_MODEL", "add_parser", "mode_problem", "run"]
@@ -206,10 +207,6 @@ def _replace_folder(new: Path, dest: Path) -> None:
     shutil.rmtree(old)
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
 def run(args: argparse.Namespace) -> int:
     """Derain ``args.input`` into ``args.output``; see ``sapnet derain-video --help``."""
 
@@ -225,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
                 warnings.simplefilter("ignore", FrameReadWarning)  # said when the frames are read
                 info = probe(args.input)
         except (DatasetError, ImageReadError, ImportError) as e:  # DatasetError: also a missing input
-            problem = _one_line(e)
+            problem = one_line(e)
         else:
             if video and args.fps is None and info.fps is None:
                 problem = f"{args.input} does not say its frame rate: give --fps for an .mp4 OUT"
@@ -241,20 +238,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         device = torch.device(args.device)
     except RuntimeError as e:
-        say(f"error: cannot use device {args.device!r}: {_one_line(e)}")
+        say(f"error: cannot use device {args.device!r}: {one_line(e)}")
         return 2
     if network:
-        try:
-            model = load_model(args.model or DEFAULT_MODEL).to(device)
-        except KeyError as e:
-            say(f"error: {e.args[0]}")
+        loaded = load_cli_model(args.model or DEFAULT_MODEL, args.device)
+        if isinstance(loaded, str):
+            say(f"error: {loaded}")
             return 2
-        except CheckpointError as e:
-            say(f"error: {_one_line(e)}")
-            return 2
-        except (RuntimeError, AssertionError) as e:  # bad or unavailable --device (AssertionError: no CUDA build)
-            say(f"error: cannot use device {args.device!r}: {_one_line(e)}")
-            return 2
+        model = loaded[0]
     replace = args.output.is_dir() and any(args.output.iterdir())  # with --overwrite (checked above)
     dest = args.output
     if replace:  # the new frames go to an empty folder beside OUT, swapped in when done
@@ -284,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     except (DatasetError, ImageReadError, OSError, RuntimeError, ValueError) as e:  # OUT is left as it was
         if replace:
             shutil.rmtree(dest, ignore_errors=True)
-        say(f"error: {args.input}: {type(e).__name__}: {_one_line(e)}")
+        say(f"error: {args.input}: {type(e).__name__}: {one_line(e)}")
         return 1
     except BaseException:  # Ctrl-C: OUT is left as it was
         if replace:
