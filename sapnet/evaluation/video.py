@@ -356,7 +356,7 @@ def evaluate_video(
             metrics; the temporal ones on the pair ending at that frame) and ``strip.png`` (the first frame of
             each version of the first ``strip_clips`` clips, side by side).
         window: frames in the window of the ``fuse`` and ``lowrank`` modes (odd; default
-            :data:`sapnet.video.DEFAULT_WINDOW`); ``frame`` has none.
+            :data:`sapnet.video.DEFAULT_WINDOW`); ``frame`` and ``recurrent`` have none.
         frames: score only the first ``frames`` frames of each clip (``None``: all).
         device, tile: where the networks run and their tiling, as :class:`sapnet.video.VideoDerainer`.
         strip_clips: clips in the strip (0: no strip).
@@ -388,7 +388,12 @@ def evaluate_video(
                 f"method {method.name!r} has no network: it runs only in mode lowrank, not in {', '.join(modes)}"
             )
         for mode in usable:
-            size = None if mode == "frame" else window
+            problem = None if method.model is None else MODES[mode].model_problem(method.model)
+            if problem is not None:
+                log(f"skipping {method.name} in mode {mode}: {problem}")
+                failed.append(VideoRow(method.name, mode, skipped=[("*", problem)]))
+                continue
+            size = window if MODES[mode].windowed else None
             derainer = VideoDerainer(method.model, mode, window=size, tile=tile, device=device)
             versions.append(_Version(VideoRow(method.name, mode), derainer))
     if any(c.clean is not None for c in clip_list):
@@ -462,7 +467,7 @@ def evaluate_video(
     table, csv_rows, data = _table(rows, metrics)
     with_clean = sum(c.clean is not None for c in clip_list)
     lines = [_PROTOCOL_NOTE, ""]
-    windowed = [m for m in modes if m != "frame" and methods]
+    windowed = [m for m in modes if MODES[m].windowed and methods]
     if windowed:
         lines += [f"Window of {' / '.join(windowed)}: {window or DEFAULT_WINDOW} frames.", ""]
     lines += [table, ""]
