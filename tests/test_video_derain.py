@@ -494,3 +494,16 @@ def test_recurrent_refuses_what_it_cannot_carry() -> None:
     ]:
         with pytest.raises(ValueError, match=match):
             RecurrentDerainer(tiny_net(), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("tile", [0, 40])
+def test_recurrent_on_cuda_matches_the_cpu(tile: int) -> None:
+    clip = moving_clip(3)
+    cpu = list(RecurrentDerainer(tiny_net(), tile=tile).run(clip))
+    derainer = RecurrentDerainer(tiny_net(), tile=tile, device="cuda")
+    gpu = list(derainer.run(clip))
+    assert derainer.state is not None and derainer.state[0].device.type == ("cpu" if tile else "cuda")
+    for a, b in zip(cpu, gpu, strict=True):
+        assert b.device.type == "cpu"
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
