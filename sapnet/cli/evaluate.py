@@ -423,6 +423,8 @@ def run_downstream(args: argparse.Namespace) -> int:
         print(f"sapnet evaluate: {message}", file=sys.stderr)
         return 2
 
+    if args.clips is not None:
+        return run_video_segmentation(args)
     if len(args.datasets) > 1:
         return fail(f"--task {args.task} scores one dataset at a time, got {len(args.datasets)}")
     if args.rain not in RAIN_PRESETS:
@@ -435,8 +437,6 @@ def run_downstream(args: argparse.Namespace) -> int:
         name, root = "demo", demo_dataset() / "test"
         pseudo_gt = True
         print(f"no --dataset: the embedded demo set's test images ({root}), with pseudo ground truth", file=sys.stderr)
-    if args.clips is not None:
-        return run_video_segmentation(args)
     detection = args.task == "detection"
     model: Detector | Segmenter
     try:
