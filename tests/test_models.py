@@ -184,6 +184,77 @@ def test_no_grad_forward_equals_autograd_forward(model: DerainNet, x: torch.Tens
     torch.testing.assert_close(x, x_before, rtol=0, atol=0)
 
 
+# --- the recurrent state in and out ------------------------------------------------------------------------
+
+WITH_CELL = sorted(k for k in CONFIGS if make_model(k).cell is not None)
+
+
+@pytest.mark.parametrize("key", WITH_CELL)
+@pytest.mark.parametrize("context", [torch.no_grad, torch.enable_grad], ids=["no_grad", "grad"])
+def test_forward_with_state_from_none_is_forward(key: str, context: Any, x: torch.Tensor) -> None:
+    """No state given: the zero-state shortcut of the cell, the same values as ``forward`` bit for bit."""
+    net = make_model(key)
+    with context():
+        out, state = net.forward_with_state(x)
+        assert torch.equal(out, net(x))
+    cells = 2 if net.config.recurrent == "lstm" else 1
+    assert len(state) == cells
+    for t in state:
+        assert t.shape == (x.shape[0], net.config.channels, *x.shape[-2:]) and t.dtype == x.dtype
+
+
+@pytest.mark.parametrize("key", ["sapnet-lstm", "prenet-gru", "prenet_real"])
+def test_forward_with_state_starts_from_the_state_and_leaves_it_alone(key: str, x: torch.Tensor) -> None:
+    net = make_model(key)
+    with torch.no_grad():
+        first, state = net.forward_with_state(x)
+        kept = tuple(t.clone() for t in state)
+        zeros = tuple(torch.zeros_like(t) for t in state)
+        torch.testing.assert_close(net.forward_with_state(x, zeros)[0], first, rtol=1e-5, atol=1e-6)  # zero = none
+        again, _ = net.forward_with_state(x, state)
+        again_2, _ = net.forward_with_state(x, state)
+    assert all(torch.equal(a, b) for a, b in zip(state, kept, strict=True))  # not updated in place
+    assert torch.equal(again, again_2)
+    assert not torch.allclose(again, first)  # the state matters
+
+
+def test_forward_with_state_refuses_a_network_without_a_cell_and_bad_states(x: torch.Tensor) -> None:
+    for key in sorted(set(CONFIGS) - set(WITH_CELL)):
+        with pytest.raises(ValueError, match="no recurrent cell"):
+            make_model(key).forward_with_state(x)
+    lstm, gru = make_model("prenet-lstm"), make_model("prenet-gru")
+    h = torch.zeros(x.shape[0], 8, *x.shape[-2:])
+    with pytest.raises(ValueError, match=r"tuple \(h, c\)"):
+        lstm.forward_with_state(x, (h,))
+    with pytest.raises(ValueError, match=r"tuple \(h,\)"):
+        gru.forward_with_state(x, (h, h))
+    with pytest.raises(ValueError, match="float of shape"):
+        gru.forward_with_state(x, (h[:, :, :-1],))
+
+
+class _Stateful(torch.nn.Module):
+    def __init__(self, net: DerainNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out, (h, c) = self.net.forward_with_state(x, (h, c))
+        return out, h, c
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning")
+def test_forward_with_state_traces() -> None:
+    net = make_model("sapnet-lstm")
+    x = make_input((1, 3, 17, 23))
+    with torch.no_grad():
+        _, (h, c) = net.forward_with_state(x)
+        traced = torch.jit.trace(_Stateful(net), (x, h, c), check_trace=False)
+        other = make_input((1, 3, 17, 23), seed=2)
+        for got, want in zip(traced(other, h, c), _Stateful(net)(other, h, c), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 # --- configuration ---------------------------------------------------------------------------------------
 
 

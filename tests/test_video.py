@@ -18,9 +18,12 @@ from sapnet.data import DatasetError, DatasetNotFoundError, ImageReadError, quan
 from sapnet.metrics import (
     TOF,
     Flicker,
+    LabelInstability,
     WarpingError,
     flicker,
     flicker_per_frame,
+    label_instability,
+    label_instability_per_frame,
     tof,
     tof_per_frame,
     warping_error,
@@ -254,6 +257,60 @@ def test_temporal_metrics_check_their_inputs() -> None:
         flicker([c * 255 for c in clip])
     with pytest.raises(ValueError, match="shape"):
         warping_error([clip[0], clip[1][:, :40]])
+
+
+def stripes(w: int, h: int = H, width: int = 8, classes: int = 4) -> torch.Tensor:
+    """int64 (h, w) label map of vertical stripes ``width`` px wide, classes 0 .. ``classes - 1`` in turn."""
+    return (torch.arange(w) // width % classes)[None].expand(h, w).clone()
+
+
+def test_label_instability_of_constant_and_moving_labels_is_zero() -> None:
+    frames = [noise_texture(H, W, 0)] * 4
+    assert label_instability([torch.full((H, W), 3)] * 4, frames) == 0.0
+    big, labels = noise_texture(H + 8, W + 12, 1), stripes(W + 12, H + 8)
+    moving = [big[:, 2 * t : 2 * t + H, 3 * t : 3 * t + W] for t in range(4)]  # content moves (-3, -2) px a frame
+    following = [labels[2 * t : 2 * t + H, 3 * t : 3 * t + W] for t in range(4)]
+    assert label_instability_per_frame(following, moving) == [0.0] * 3
+
+
+def test_label_instability_known_values() -> None:
+    # a static scene: zero flow, every pixel visible; frame 1 changes a 6 x 10 block, frame 2 changes it back
+    frames = [noise_texture(H, W, 0)] * 3
+    labels = [stripes(W), stripes(W).clone(), stripes(W)]
+    labels[1][10:16, 20:30] = 7
+    assert label_instability_per_frame(labels, frames) == [60 / (H * W)] * 2
+    # labels that stay put while the scene moves 3 px left: each visible pixel x (0 .. W - 4, those whose
+    # predecessor is in the frame) compares label(x) with label(x + 3), which differ where x % 8 is 5, 6 or 7
+    big = noise_texture(H, W + 12, 2)
+    moving = [big[:, :, 3 * t : 3 * t + W] for t in range(3)]
+    visible = torch.arange(W - 3)
+    expected = float(((visible % 8) >= 5).float().mean())  # 21 of 61 columns
+    assert label_instability_per_frame([stripes(W)] * 3, moving) == pytest.approx([expected] * 2, abs=0.01)
+
+
+def test_label_instability_checks_its_inputs() -> None:
+    frames = [noise_texture(H, W, 0)] * 2
+    with pytest.raises(ValueError, match="needs the flow frame"):
+        LabelInstability().update(stripes(W))
+    with pytest.raises(ValueError, match="integer"):
+        label_instability([f[0] for f in frames], frames)  # float maps
+    with pytest.raises(ValueError, match="integer"):
+        label_instability([stripes(W)[None]] * 2, frames)  # (1, H, W)
+    with pytest.raises(ValueError, match="shape"):
+        label_instability([stripes(40)] * 2, frames)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        label_instability([stripes(W)], frames[:1])
+
+
+def test_nearest_warp_keeps_label_values() -> None:
+    labels = stripes(W).float()[None]
+    out, _ = warp(labels, constant_flow(1.4, -0.6))
+    assert not torch.equal(out, out.round())  # bilinear mixes labels
+    out, valid = warp(labels, constant_flow(1.4, -0.6), mode="nearest")
+    assert torch.equal(out[:, 1:, :-2], labels[:, :-1, 1:-1])  # rounded to (1, -1) px
+    assert bool(valid[:, 1:, :-2].all()) and int(valid.sum()) == (H - 1) * (W - 2)
+    with pytest.raises(ValueError, match="mode must be"):
+        warp(labels, constant_flow(0, 0), mode="bicubic")  # type: ignore[arg-type]
 
 
 # -- reading and writing clips --------------------------------------------------------------------------------

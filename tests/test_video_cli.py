@@ -18,7 +18,7 @@ from sapnet.cli.main import main
 from sapnet.data import quantize_8bit, write_image
 from sapnet.evaluation import CLEAN, RAINY, VIDEO_METRICS, evaluate_video, find_clips
 from sapnet.metrics import flicker_per_frame, psnr, warping_error_per_frame
-from sapnet.video import FrameDerainer, VideoDerainer, read_frames, render_clip
+from sapnet.video import FrameDerainer, RecurrentDerainer, VideoDerainer, read_frames, render_clip
 
 pytestmark = pytest.mark.usefixtures("one_thread", "one_cv2_thread")
 
@@ -110,12 +110,38 @@ def test_lowrank_without_a_network(clips: Path, tmp_path: Path, capsys: pytest.C
     assert "(mode lowrank, window 3)" in capsys.readouterr().out
 
 
+def test_recurrent_mode(
+    clips: Path, ckpt: Path, model: sapnet.DerainNet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rain = clips / "a" / "rain"
+    out = tmp_path / "rec"
+    assert (
+        main(["derain-video", str(rain), "-o", str(out), "--model", str(ckpt), "--mode", "recurrent", "--no-progress"])
+        == 0
+    )
+    assert f"wrote {N} frames to {out} (mode recurrent): " in capsys.readouterr().out
+    expected = list(RecurrentDerainer(model).run(read_frames(rain)))
+    framed = list(FrameDerainer(model).run(read_frames(rain)))
+    for t, (got, want) in enumerate(zip(_frames(out), expected, strict=True)):
+        assert torch.equal(got, quantize_8bit(want, "round"))
+        assert torch.equal(want, framed[t]) == (t == 0)  # the state is carried after the first frame
+    # a network without a recurrent cell: refused before any frame is derained
+    torch.manual_seed(0)
+    plain = tmp_path / "plain.pt"
+    sapnet.save_model(sapnet.create_model("prenet", stages=2, channels=8, recurrent="none"), plain)
+    argv = ["derain-video", str(rain), "-o", str(tmp_path / "none"), "--model", str(plain), "--mode", "recurrent"]
+    assert main(argv) == 2
+    assert "--mode recurrent: needs a network with a recurrent cell" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--model", "none", "--mode", "fuse"], "--mode fuse needs a derain network"),
         (["--model", "none", "--mode", "frame"], "--mode frame needs a derain network"),
-        (["--mode", "frame", "--window", "3"], "--mode frame derains each frame alone"),
+        (["--mode", "frame", "--window", "3"], "--mode frame has no window"),
+        (["--mode", "recurrent", "--window", "3"], "--mode recurrent has no window"),
         (["--mode", "lowrank", "--window", "1"], "--mode lowrank needs --window 3 or more"),
         (["--mode", "fuse", "--window", "4"], "--window must be odd"),
         (["--crf", "20"], "--crf apply to an .mp4 OUT"),
@@ -230,6 +256,21 @@ def test_one_clip_without_clean_is_scored_by_flicker(clips: Path, ckpt: Path, tm
     for row in rows.values():
         assert set(row) == {"method", "mode", "clips", "frames", "flicker", "seconds_per_frame", "skipped"}
         assert row["frames"] == 2 and isinstance(row["flicker"], float)
+
+
+def test_recurrent_mode_in_the_video_table(clips: Path, ckpt: Path, tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    plain = tmp_path / "plain.pt"
+    sapnet.save_model(sapnet.create_model("prenet", stages=2, channels=8, recurrent="none"), plain)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--video", "--clips", str(clips / "a"), "--model", f"net={ckpt}", "--model", f"plain={plain}"]
+    assert main([*argv, "--modes", "frame", "recurrent", "--metrics", "psnr", "warp", "--out", str(out)]) == 1
+    assert "skipping plain in mode recurrent: needs a network with a recurrent cell" in capsys.readouterr().err
+    rows = _table(out)
+    assert list(rows) == [(RAINY, ""), ("net", "frame"), ("net", "recurrent"), ("plain", "frame"), (CLEAN, ""),
+                          ("plain", "recurrent")]  # fmt: skip
+    assert rows[("net", "recurrent")]["frames"] == N and isinstance(rows[("net", "recurrent")]["psnr"], float)
+    assert rows[("plain", "recurrent")]["skipped"] == 1
 
 
 def test_metric_subset_and_lowrank_without_a_network(clips: Path, tmp_path: Path) -> None:

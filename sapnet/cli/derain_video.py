@@ -1,5 +1,6 @@
 """``sapnet derain-video``: derain a clip (a video file or a folder of frames) into an .mp4 or a folder of PNG
-frames, frame by frame, with a temporal mode (``frame``, ``fuse``, ``lowrank``; see :mod:`sapnet.video.derain`).
+frames, frame by frame, with a temporal mode (``frame``, ``fuse``, ``lowrank``, ``recurrent``; see
+:mod:`sapnet.video.derain`).
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def mode_problem(mode: str, window: int | None, network: bool) -> str | None:
         return None
     if window % 2 == 0:
         return f"--window must be odd (a window centred on each frame), got {window}"
-    if mode == "frame" and window != 1:
-        return f"--mode frame derains each frame alone: --window {window} applies to fuse and lowrank"
+    if not MODES[mode].windowed and window != 1:
+        return f"--mode {mode} has no window: --window {window} applies to fuse and lowrank"
     if mode == "lowrank" and window < 3:
         return f"--mode lowrank needs --window 3 or more, got {window}"
     return None
@@ -105,7 +106,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="fuse",
         help="frame: the network on each frame alone; fuse (default): each frame derained, then the flow-aligned "
         "median of its window's derained frames; lowrank: robust PCA of the aligned rainy window, alone with "
-        f"--model {NO_MODEL} (training-free) or combined with the network",
+        f"--model {NO_MODEL} (training-free) or combined with the network; recurrent: the network's recurrent "
+        "state carried from frame to frame (flow-warped, reset at scene cuts)",
     )
     p.add_argument(
         "--window",
@@ -113,7 +115,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         metavar="K",
         help=f"frames in the centred window of fuse and lowrank (odd; default {DEFAULT_WINDOW}; lowrank needs 3 "
-        "or more); frame mode takes none",
+        "or more); frame and recurrent take none",
     )
     p.add_argument(
         "--model",
@@ -246,6 +248,10 @@ def run(args: argparse.Namespace) -> int:
             say(f"error: {loaded}")
             return 2
         model = loaded[0]
+        problem = MODES[args.mode].model_problem(model)
+        if problem is not None:
+            say(f"error: --mode {args.mode}: {problem}")
+            return 2
     replace = args.output.is_dir() and any(args.output.iterdir())  # with --overwrite (checked above)
     dest = args.output
     if replace:  # the new frames go to an empty folder beside OUT, swapped in when done
@@ -282,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(dest, ignore_errors=True)
         raise
     seconds = time.perf_counter() - start
-    window = "" if args.mode == "frame" else f", window {args.window or DEFAULT_WINDOW}"
+    window = f", window {args.window or DEFAULT_WINDOW}" if MODES[args.mode].windowed else ""
     print(
         f"wrote {frames} frames to {args.output} (mode {args.mode}{window}): {seconds / frames:.3f} s per frame, "
         f"{seconds:.1f} s in all"

@@ -1,7 +1,8 @@
 """``sapnet evaluate`` (also ``python evaluate.py``): PSNR / SSIM / BRISQUE tables, methods x datasets; with
 ``--task detection|segmentation``, a detector's mAP or a segmenter's mIoU / mPA on rainy, derained and clean images;
 with ``--task video`` (or ``--video``), temporal derain modes on rainy clips (PSNR / SSIM, warping error / tOF or
-flicker, NIQE, seconds per frame).
+flicker, NIQE, seconds per frame); with ``--task segmentation --clips``, a segmenter on rainy clips derained in each
+temporal mode (per-frame mIoU / mPA, label instability).
 """
 
 from __future__ import annotations
@@ -224,27 +225,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="mask values -> classes (default voc)",
     )
 
+    clip_tasks = (VIDEO, "segmentation")
     g = p.add_argument_group(
-        "video deraining (--task video, or --video)",
+        "video deraining (--task video, or --video; --clips, --modes, --window, --frames also for --task "
+        "segmentation on clips)",
         "One table, rows = Rainy, each --model in each --modes, Clean (where clips have clean/); columns = PSNR, "
         "SSIM (Y channel, outputs quantised as the image protocol), warping error and tOF against clean/ (flicker "
         "on clips without it), NIQE (per frame), seconds per frame; with per_frame.csv and strip.png (the first "
         f"frame of each version). --model: networks only (no folders of outputs), {DEFAULT_MODEL} when none is given; "
         "--model none: no network (mode lowrank only). "
-        "--grid-images: clips in the strip.",
+        "--grid-images: clips in the strip. With --task segmentation --clips DIR: rows = Rainy, each --model in "
+        "each --modes, Clean; columns = per-frame mIoU / mPA against each clip's masks/ (read with --class-map) or, "
+        "without them (or with --pseudo-gt), the segmenter's labels of its clean/ frames, and label instability "
+        "(the fraction of pixels whose label changes from the flow-warped previous frame); per_frame.csv, "
+        "per_clip.csv, strip.png.",
     )
     task_option(
         g,
-        (VIDEO,),
+        clip_tasks,
         "--clips",
         type=Path,
         metavar="DIR",
-        help="a folder of clips (<clip>/rain/ frames, optional <clip>/clean/, as `sapnet synth --video` writes) "
-        "or one clip folder",
+        help="a folder of clips (<clip>/rain/ frames, optional <clip>/clean/, as `sapnet synth --video` writes, "
+        "and for --task segmentation optional <clip>/masks/, one index PNG per frame) or one clip folder",
     )
     task_option(
         g,
-        (VIDEO,),
+        clip_tasks,
         "--modes",
         nargs="+",
         choices=list(MODES),
@@ -255,13 +262,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     task_option(
         g,
-        (VIDEO,),
+        clip_tasks,
         "--window",
         type=_positive_int,
         metavar="K",
         help=f"frames in the window of fuse and lowrank (odd; default {DEFAULT_WINDOW})",
     )
-    task_option(g, (VIDEO,), "--frames", type=_positive_int, metavar="N", help="score the first N frames of each clip")
+    task_option(
+        g, clip_tasks, "--frames", type=_positive_int, metavar="N", help="score the first N frames of each clip"
+    )
     p.set_defaults(run=run, task_options=options)
     return p
 
@@ -306,6 +315,37 @@ def _unused_options(args: argparse.Namespace) -> str | None:
     return f"--task {args.task} does not use {flags} ({owners})"
 
 
+_CLIP_OPTIONS = ("--modes", "--window", "--frames")
+_IMAGE_SET_OPTIONS = ("--dataset", "--limit", "--masks", "--rain", "--seed")
+
+
+def _clip_options_problem(args: argparse.Namespace) -> str | None:
+    """``--task segmentation`` scores images (``--dataset``) or clips (``--clips``): why the options of the other
+    kind, given by hand, are refused (``None``: none are)."""
+    if args.task != "segmentation":
+        return None
+    given = {
+        "--modes": args.modes,
+        "--window": args.window,
+        "--frames": args.frames,
+        "--dataset": args.datasets,
+        "--limit": args.limit,
+        "--masks": args.masks,
+        "--rain": args.rain,
+        "--seed": args.seed,
+    }
+    wrong = _IMAGE_SET_OPTIONS if args.clips is not None else _CLIP_OPTIONS
+    flags = [f for f in wrong if not _left_out(given[f]) and given[f] != []]
+    if not flags:
+        return None
+    if args.clips is not None:
+        return (
+            f"--task segmentation --clips does not use {', '.join(flags)} (clips have their own rain and masks/; "
+            "--frames N scores the first N frames of each clip)"
+        )
+    return f"{', '.join(flags)} apply to clips: --task segmentation --clips DIR"
+
+
 def run(args: argparse.Namespace) -> int:
     """``--task restoration`` (:func:`run_restoration`), a downstream task (:func:`run_downstream`) or ``video``
     (:func:`run_video`); options of the other tasks exit 2."""
@@ -313,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sapnet evaluate: --video is --task video, not --task {args.task}", file=sys.stderr)
         return 2
     args.task = VIDEO if args.video else args.task or RESTORATION
-    unused = _unused_options(args)
+    unused = _unused_options(args) or _clip_options_problem(args)
     if unused is not None:
         print(f"sapnet evaluate: {unused}", file=sys.stderr)
         return 2
@@ -383,6 +423,8 @@ def run_downstream(args: argparse.Namespace) -> int:
         print(f"sapnet evaluate: {message}", file=sys.stderr)
         return 2
 
+    if args.clips is not None:
+        return run_video_segmentation(args)
     if len(args.datasets) > 1:
         return fail(f"--task {args.task} scores one dataset at a time, got {len(args.datasets)}")
     if args.rain not in RAIN_PRESETS:
@@ -488,3 +530,58 @@ def run_video(args: argparse.Namespace) -> int:
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
     return 1 if result.skipped else 0
+
+
+def run_video_segmentation(args: argparse.Namespace) -> int:
+    """``--task segmentation --clips DIR``: one table, rows = Rainy, each model in each mode, Clean; columns =
+    per-frame mIoU / mPA and label instability (:func:`sapnet.downstream.evaluate_video_segmentation`)."""
+    from sapnet.data import DatasetError
+    from sapnet.downstream import (
+        ModelUnavailableError,
+        RandomModelWarning,
+        TorchvisionSegmenter,
+        create_segmenter,
+        evaluate_video_segmentation,
+        load_class_map,
+    )
+
+    def fail(message: str) -> int:
+        print(f"sapnet evaluate: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        class_map = load_class_map(args.class_map)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomModelWarning)  # said once below, and in the table
+            segmenter = create_segmenter(
+                args.segmenter,
+                args.weights,
+                device=args.device,
+                num_classes=class_map.num_classes if args.weights == "random" and not args.pseudo_gt else None,
+            )
+    except (ModelUnavailableError, ValueError) as e:
+        return fail(str(e))
+    if args.weights == "random" and isinstance(segmenter, TorchvisionSegmenter):
+        print(f"warning: {segmenter!r} has RANDOM weights: the scores test the plumbing only", file=sys.stderr)
+    try:
+        result = evaluate_video_segmentation(
+            args.clips,
+            segmenter,
+            args.models,
+            args.modes,
+            args.out,
+            class_map=class_map,
+            pseudo_gt=args.pseudo_gt,
+            window=args.window,
+            frames=args.frames,
+            device=args.device,
+            tile=args.tile,
+            strip_clips=args.grid_images,
+            log=lambda message: print(message, file=sys.stderr),
+        )
+    except (DatasetError, ValueError) as e:
+        return fail(str(e))
+    print(result.markdown)
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    return 1 if result.skipped or result.problems else 0

@@ -3,7 +3,9 @@
 A detector (COCO mAP@[.5:.95], mAP@.5) or a segmenter (mIoU, mPA) is run on the rainy, derained and clean versions
 of the same images, against annotations or, without them, against its own predictions on the clean images
 (pseudo ground truth). See :func:`evaluate_downstream` (each task a :class:`DownstreamTask`, :data:`TASKS`) and
-``sapnet evaluate --task detection|segmentation``.
+``sapnet evaluate --task detection|segmentation``. On rainy clips, :func:`evaluate_video_segmentation` scores a
+segmenter on each temporal derain mode, with the segmentation's temporal stability (``sapnet evaluate --task
+segmentation --clips DIR``).
 """
 
 from sapnet.downstream.data import AnnotationError, DownstreamItem, DownstreamSet, load_coco, load_downstream_set
@@ -42,6 +44,12 @@ from sapnet.downstream.targets import (
     read_mask,
 )
 from sapnet.downstream.tasks import TASKS, DetectionTask, DownstreamTask, SegmentationTask, create_task
+from sapnet.downstream.video import (
+    INSTABILITY,
+    VIDEO_SEGMENTATION_METRICS,
+    VideoSegmentationResult,
+    evaluate_video_segmentation,
+)
 
 __all__ = [
     "CLASS_MAPS",
@@ -49,7 +57,9 @@ __all__ = [
     "DEFAULT_DETECTOR",
     "DEFAULT_SEGMENTER",
     "IGNORE_INDEX",
+    "INSTABILITY",
     "TASKS",
+    "VIDEO_SEGMENTATION_METRICS",
     "AnnotationError",
     "BoxTargets",
     "ClassMap",
@@ -69,6 +79,7 @@ __all__ = [
     "Segmenter",
     "TorchvisionDetector",
     "TorchvisionSegmenter",
+    "VideoSegmentationResult",
     "YoloxOnnxDetector",
     "coco_map",
     "confusion_matrix",
@@ -78,6 +89,7 @@ __all__ = [
     "draw_boxes",
     "draw_labels",
     "evaluate_downstream",
+    "evaluate_video_segmentation",
     "load_class_map",
     "load_coco",
     "load_downstream_set",

@@ -24,8 +24,13 @@ from sapnet.evaluation.video import (
     VideoEvaluationResult,
     VideoRow,
     check_video_metrics,
+    check_video_modes,
+    derained_frames,
     evaluate_video,
     find_clips,
+    video_derainers,
+    video_methods,
+    video_table,
 )
 
 __all__ = [
@@ -45,7 +50,9 @@ __all__ = [
     "VideoEvaluationResult",
     "VideoRow",
     "check_video_metrics",
+    "check_video_modes",
     "comparison_grid",
+    "derained_frames",
     "evaluate",
     "evaluate_video",
     "find_clips",
@@ -56,6 +63,9 @@ __all__ = [
     "resolve_method",
     "resolve_methods",
     "scores_table",
+    "video_derainers",
+    "video_methods",
+    "video_table",
     "write_records",
     "write_tables",
 ]

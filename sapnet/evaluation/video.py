@@ -21,7 +21,7 @@ import os
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
@@ -50,8 +50,13 @@ __all__ = [
     "VideoEvaluationResult",
     "VideoRow",
     "check_video_metrics",
+    "check_video_modes",
+    "derained_frames",
     "evaluate_video",
     "find_clips",
+    "video_derainers",
+    "video_methods",
+    "video_table",
 ]
 
 CLEAN = "Clean"
@@ -88,18 +93,29 @@ def check_video_metrics(names: Sequence[str]) -> None:
         raise ValueError("; ".join(problems) + f". Available: {', '.join(VIDEO_METRICS)}")
 
 
+def check_video_modes(modes: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless ``modes`` names at least one mode and only modes of :data:`sapnet.video.MODES`."""
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ValueError(f"unknown modes {unknown}: use some of {', '.join(MODES)}")
+
+
 @dataclass(frozen=True)
 class Clip:
-    """A clip to score: its name, its folder of rainy frames and its folder of clean frames (or ``None``)."""
+    """A clip to score: its name, its folder of rainy frames, its folder of clean frames and its folder of
+    segmentation masks (index PNGs, one per frame in natural order, for
+    :func:`sapnet.downstream.evaluate_video_segmentation`), each ``None`` where the clip has none."""
 
     name: str
     rain: Path
     clean: Path | None = None
+    masks: Path | None = None
 
 
 def find_clips(root: str | os.PathLike[str]) -> list[Clip]:
     """The clips under ``root``: ``root`` itself when it has a ``rain/`` folder (one clip, named after ``root``),
-    else each sub-folder with ``rain/`` (natural order of names, hidden ones skipped); ``clean/`` where present.
+    else each sub-folder with ``rain/`` (natural order of names, hidden ones skipped); ``clean/`` and ``masks/``
+    where present.
 
     Raises:
         DatasetNotFoundError: no such folder. DatasetError: no clip found.
@@ -109,8 +125,13 @@ def find_clips(root: str | os.PathLike[str]) -> list[Clip]:
         raise DatasetNotFoundError(f"{path}: no such folder of clips")
 
     def clip(folder: Path) -> Clip:
-        clean = folder / "clean"
-        return Clip(folder.resolve().name, folder / "rain", clean if clean.is_dir() else None)
+        clean, masks = folder / "clean", folder / "masks"
+        return Clip(
+            folder.resolve().name,
+            folder / "rain",
+            clean if clean.is_dir() else None,
+            masks if masks.is_dir() else None,
+        )
 
     if (path / "rain").is_dir():
         return [clip(path)]
@@ -182,14 +203,18 @@ class _Version:
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def add_seconds(self, seconds: float) -> None:
+        self.seconds += seconds
+
 
 def _label_spec(spec: str) -> tuple[str, str]:
     label, _, target = spec.rpartition("=")
     return label, target
 
 
-def _methods(models: Sequence[str | Method], log: Callable[[str], None]) -> tuple[list[Method], list[VideoRow]]:
-    """The methods of ``models`` (``[LABEL=]none``: no network) and a skipped row for each that does not load."""
+def video_methods(models: Sequence[str | Method], log: Callable[[str], None]) -> tuple[list[Method], list[VideoRow]]:
+    """The methods of ``models`` (``[LABEL=]SPEC`` or :class:`Method`; ``[LABEL=]none``: no network) and a
+    skipped row for each that does not load or is a folder of precomputed outputs (clips need networks)."""
     methods: list[Method] = []
     failed: list[VideoRow] = []
     for spec in models:
@@ -210,13 +235,52 @@ def _methods(models: Sequence[str | Method], log: Callable[[str], None]) -> tupl
     return methods, failed
 
 
-def _derained(version: _Version, rainy: Iterator[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(output, rainy input) for each frame: the derainer's output quantised as the protocol saves it, timed."""
-    assert version.derainer is not None
-    derainer = version.derainer
+def video_derainers(
+    methods: Sequence[Method],
+    modes: Sequence[str],
+    log: Callable[[str], None],
+    *,
+    window: int | None = None,
+    tile: int | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[list[tuple[VideoRow, VideoDerainer]], list[VideoRow]]:
+    """A derainer for each method in each of ``modes`` that it can run in (the modes that need none for a method
+    without a network), with its empty row; and a skipped row for each (method, mode) the mode refuses the network
+    of (:meth:`sapnet.video.TemporalDerainer.model_problem`). ``window`` applies to the modes with a window.
+
+    Raises:
+        ValueError: an unknown mode, a window a mode refuses, or a method without a network and no mode that
+            works without one.
+    """
+    check_video_modes(modes)
+    derainers: list[tuple[VideoRow, VideoDerainer]] = []
+    failed: list[VideoRow] = []
+    for method in methods:
+        usable = [m for m in modes if method.model is not None or not MODES[m].needs_model]
+        if not usable:
+            raise ValueError(
+                f"method {method.name!r} has no network: it runs only in mode lowrank, not in {', '.join(modes)}"
+            )
+        for mode in usable:
+            problem = None if method.model is None else MODES[mode].model_problem(method.model)
+            if problem is not None:
+                log(f"skipping {method.name} in mode {mode}: {problem}")
+                failed.append(VideoRow(method.name, mode, skipped=[("*", problem)]))
+                continue
+            size = window if MODES[mode].windowed else None
+            derainer = VideoDerainer(method.model, mode, window=size, tile=tile, device=device)
+            derainers.append((VideoRow(method.name, mode), derainer))
+    return derainers, failed
+
+
+def derained_frames(
+    derainer: VideoDerainer, rainy: Iterable[torch.Tensor], timing: Callable[[float], None] | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(output, rainy input) for each frame of the clip ``rainy`` (read lazily), in order: the derainer's output
+    quantised as the evaluation protocol saves it (``uint8(255 * x)``, truncation); ``timing`` is given the
+    seconds of each call of the derainer (not reading, not what the caller does with the frames)."""
     derainer.reset()
     pending: deque[torch.Tensor] = deque()  # rainy frames given, not yet answered (at most the window's delay)
-
     ends: Iterator[torch.Tensor | None] = chain(rainy, [None])  # None: the clip's end (frames read lazily)
     for frame in ends:
         start = time.perf_counter()
@@ -225,7 +289,8 @@ def _derained(version: _Version, rainy: Iterator[torch.Tensor]) -> Iterator[tupl
         else:
             pending.append(frame)
             ready = derainer.step(frame)
-        version.seconds += time.perf_counter() - start
+        if timing is not None:
+            timing(time.perf_counter() - start)
         for out in ready:
             # Truncated: the evaluation protocol saves a network's output as np.uint8(255 * out) does.
             yield quantize_8bit(out, "floor"), pending.popleft()
@@ -245,7 +310,7 @@ def _score_clip(
     clean = None if clip.clean is None else islice(read_frames(clip.clean), limit)
     frames: Iterator[tuple[torch.Tensor, torch.Tensor]]
     if version.derainer is not None:
-        frames = _derained(version, rainy)
+        frames = derained_frames(version.derainer, rainy, version.add_seconds)
     elif version.clean:
         assert clip.clean is not None
         frames = zip(islice(read_frames(clip.clean), limit), rainy, strict=True)
@@ -303,9 +368,12 @@ def _json_value(value: object) -> object:
     return value
 
 
-def _table(rows: Sequence[VideoRow], metrics: Sequence[str]) -> tuple[str, list[list[object]], list[dict[str, Any]]]:
-    """The Markdown table (rows = method / mode, columns = the metrics some row has), its CSV rows, its JSON."""
-    specs = [VIDEO_METRICS[m] for m in metrics] + [SECONDS_PER_FRAME]
+def video_table(
+    rows: Sequence[VideoRow], specs: Sequence[MetricSpec]
+) -> tuple[str, list[list[object]], list[dict[str, Any]]]:
+    """The Markdown table of ``rows`` (rows = method / mode, columns = the metrics of ``specs`` some row has), its
+    CSV rows (``method, mode, clips, frames, <metric>..., skipped``) and its JSON records (non-finite values as
+    ``null`` / ``"inf"``)."""
     columns = [s for s in specs if any(s.key in r.values for r in rows)]
     header = ["method", "mode", *[f"{s.label} {ARROWS[s.higher_is_better]}" for s in columns]]
     cells = [[r.method, r.mode or "-", *[format_value(r.values.get(s.key), s.decimals) for s in columns]] for r in rows]
@@ -356,7 +424,7 @@ def evaluate_video(
             metrics; the temporal ones on the pair ending at that frame) and ``strip.png`` (the first frame of
             each version of the first ``strip_clips`` clips, side by side).
         window: frames in the window of the ``fuse`` and ``lowrank`` modes (odd; default
-            :data:`sapnet.video.DEFAULT_WINDOW`); ``frame`` has none.
+            :data:`sapnet.video.DEFAULT_WINDOW`); ``frame`` and ``recurrent`` have none.
         frames: score only the first ``frames`` frames of each clip (``None``: all).
         device, tile: where the networks run and their tiling, as :class:`sapnet.video.VideoDerainer`.
         strip_clips: clips in the strip (0: no strip).
@@ -370,27 +438,17 @@ def evaluate_video(
     check_video_metrics(metrics)
     metrics = list(dict.fromkeys(metrics))
     modes = list(dict.fromkeys(modes))
-    unknown = [m for m in modes if m not in MODES]
-    if unknown or not modes:
-        raise ValueError(f"unknown modes {unknown}: use some of {', '.join(MODES)}")
+    check_video_modes(modes)
     if frames is not None and (isinstance(frames, bool) or frames < 1):
         raise ValueError(f"frames must be >= 1 or None, got {frames}")
     if not isinstance(clips, (str, os.PathLike)):
         clip_list = list(clips)
     else:
         clip_list = find_clips(clips)
-    methods, failed = _methods(models, log)
-    versions = [_Version(VideoRow(RAINY))]
-    for method in methods:
-        usable = [m for m in modes if method.model is not None or not MODES[m].needs_model]
-        if not usable:
-            raise ValueError(
-                f"method {method.name!r} has no network: it runs only in mode lowrank, not in {', '.join(modes)}"
-            )
-        for mode in usable:
-            size = None if mode == "frame" else window
-            derainer = VideoDerainer(method.model, mode, window=size, tile=tile, device=device)
-            versions.append(_Version(VideoRow(method.name, mode), derainer))
+    methods, failed = video_methods(models, log)
+    derainers, refused = video_derainers(methods, modes, log, window=window, tile=tile, device=device)
+    failed += refused
+    versions = [_Version(VideoRow(RAINY)), *(_Version(row, derainer) for row, derainer in derainers)]
     if any(c.clean is not None for c in clip_list):
         versions.append(_Version(VideoRow(CLEAN), clean=True))
 
@@ -459,10 +517,10 @@ def evaluate_video(
     for v in versions:
         v.row.values = _mean_values(v)
     rows = [v.row for v in versions] + failed
-    table, csv_rows, data = _table(rows, metrics)
+    table, csv_rows, data = video_table(rows, [*(VIDEO_METRICS[m] for m in metrics), SECONDS_PER_FRAME])
     with_clean = sum(c.clean is not None for c in clip_list)
     lines = [_PROTOCOL_NOTE, ""]
-    windowed = [m for m in modes if m != "frame" and methods]
+    windowed = [m for m in modes if MODES[m].windowed and methods]
     if windowed:
         lines += [f"Window of {' / '.join(windowed)}: {window or DEFAULT_WINDOW} frames.", ""]
     lines += [table, ""]

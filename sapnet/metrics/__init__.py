@@ -18,7 +18,8 @@ No reference (lower is better; calibrated against reference implementations' per
 Temporal (clips, lower is better; :mod:`sapnet.metrics.temporal`, optical flow from :mod:`sapnet.video`):
 
 * :func:`warping_error` / :class:`WarpingError` (Lai et al. 2018), :func:`tof` / :class:`TOF` (Chu et al. 2020),
-  :func:`flicker` / :class:`Flicker`, each with a ``*_per_frame`` form.
+  :func:`flicker` / :class:`Flicker`, :func:`label_instability` / :class:`LabelInstability` (of label maps), each
+  with a ``*_per_frame`` form.
 
 By name, for tables: :data:`METRICS` (:class:`ImageMetric`: a :class:`MetricSpec` and a per-image function),
 :func:`check_metrics`.
@@ -32,9 +33,12 @@ from sapnet.metrics.registry import METRICS, ImageMetric, MetricSpec, check_metr
 from sapnet.metrics.temporal import (
     TOF,
     Flicker,
+    LabelInstability,
     WarpingError,
     flicker,
     flicker_per_frame,
+    label_instability,
+    label_instability_per_frame,
     tof,
     tof_per_frame,
     warping_error,
@@ -54,6 +58,7 @@ __all__ = [
     "TOF",
     "Flicker",
     "ImageMetric",
+    "LabelInstability",
     "MetricSpec",
     "WarpingError",
     "brisque",
@@ -61,6 +66,8 @@ __all__ = [
     "check_metrics",
     "flicker",
     "flicker_per_frame",
+    "label_instability",
+    "label_instability_per_frame",
     "niqe",
     "piqe",
     "psnr",

@@ -1,9 +1,10 @@
 """Temporal consistency of a clip: how much a result flickers or wobbles from one frame to the next.
 
 Each metric scores the consecutive pairs of frames of a clip and averages them; lower is better, 0 is a perfectly
-consistent clip. Frames are float (3, H, W) RGB tensors in [0, 1], given as any iterable (a list, or a stream
-such as :func:`sapnet.video.read_frames`): only the previous frame is kept. Optical flow is OpenCV's DIS
-(:func:`sapnet.video.optical_flow`), computed on the CPU; the metrics are not differentiable.
+consistent clip. Frames are float (3, H, W) RGB tensors in [0, 1] (label maps, for :func:`label_instability`),
+given as any iterable (a list, or a stream such as :func:`sapnet.video.read_frames`): only the previous frame is
+kept. Optical flow is OpenCV's DIS (:func:`sapnet.video.optical_flow`), computed on the CPU; the metrics are not
+differentiable.
 
 * :func:`warping_error` / :class:`WarpingError` (Lai et al., "Learning Blind Video Temporal Consistency", ECCV
   2018): the squared RGB difference between each frame and its predecessor warped onto it, over the pixels the
@@ -12,6 +13,9 @@ such as :func:`sapnet.video.read_frames`): only the previous frame is kept. Opti
   Video Generation", TOG 2020): how far the motion between consecutive output frames is from the ground truth's.
 * :func:`flicker` / :class:`Flicker`: the absolute difference between a frame and its warped predecessor, for
   clips without ground truth (flow from the rainy inputs or from the output itself).
+* :func:`label_instability` / :class:`LabelInstability`: of a segmenter's label maps (int (H, W)) rather than of
+  frames, the fraction of pixels whose label differs from their flow-warped predecessor's (flow on the frames
+  the labels were predicted for: the clean clip where there is one).
 
 The ``*_per_frame`` functions and the classes' ``values`` give one value per pair: the i-th for frames i and i + 1.
 """
@@ -19,6 +23,7 @@ The ``*_per_frame`` functions and the classes' ``values`` give one value per pai
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Literal
 
 import torch
 from torch import nn
@@ -29,9 +34,12 @@ from sapnet.video.flow import consistency_mask, optical_flow, warp
 __all__ = [
     "TOF",
     "Flicker",
+    "LabelInstability",
     "WarpingError",
     "flicker",
     "flicker_per_frame",
+    "label_instability",
+    "label_instability_per_frame",
     "tof",
     "tof_per_frame",
     "warping_error",
@@ -47,11 +55,17 @@ def _check_frame(frame: torch.Tensor, what: str) -> None:
     check_float_range(frame, what)
 
 
+def _check_labels(labels: torch.Tensor, what: str) -> None:
+    if labels.dim() != 2 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{what}: expected an integer (H, W) label map, got {labels.dtype} {tuple(labels.shape)}")
+
+
 def _visible_warp(
     previous: torch.Tensor,
     current: torch.Tensor,
     previous_reference: torch.Tensor | None,
     current_reference: torch.Tensor | None,
+    mode: Literal["bilinear", "nearest"] = "bilinear",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``previous`` warped onto ``current`` with the flow measured on the reference frames where given (else on
     the frames themselves), and the bool (1, H, W) mask of the pixels of ``current`` visible in ``previous``."""
@@ -60,7 +74,7 @@ def _visible_warp(
     back = optical_flow(flow_current, flow_previous)
     forth = optical_flow(flow_previous, flow_current)
     visible = consistency_mask(back, forth).to(current.device)
-    warped, _ = warp(previous, back)
+    warped, _ = warp(previous, back, mode)
     return warped, visible
 
 
@@ -69,6 +83,10 @@ class _PairMetric(nn.Module):
 
     needs_reference = False  # whether update() must be given a reference frame with each frame
     reference_name = "reference"
+
+    def _check(self, frame: torch.Tensor, what: str) -> None:
+        """Raise unless ``frame`` is what the metric scores (default: an RGB frame in [0, 1])."""
+        _check_frame(frame, what)
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,11 +112,12 @@ class _PairMetric(nn.Module):
         raise NotImplementedError
 
     def update(self, frame: torch.Tensor, reference: torch.Tensor | None = None) -> float | None:
-        """Add the clip's next frame (float (3, H, W) in [0, 1]) and, where the metric takes one, the matching
-        frame of the reference clip; returns the value of the pair it ends (``None`` for a clip's first frame).
-        A reference is given with every frame of a clip or with none."""
+        """Add the clip's next frame (float (3, H, W) in [0, 1]; :class:`LabelInstability`: a label map) and,
+        where the metric takes one, the matching frame of the reference clip (float (3, H, W) in [0, 1]); returns
+        the value of the pair it ends (``None`` for a clip's first frame). A reference is given with every frame of
+        a clip or with none."""
         index = self._count
-        _check_frame(frame, f"frame {index}")
+        self._check(frame, f"frame {index}")
         with_reference = reference is not None
         if self.needs_reference and not with_reference:
             raise ValueError(f"{type(self).__name__} needs the {self.reference_name} frame with each frame")
@@ -108,7 +127,7 @@ class _PairMetric(nn.Module):
             )
         if reference is not None:
             _check_frame(reference, f"{self.reference_name} frame {index}")
-            if reference.shape != frame.shape:
+            if reference.shape[-2:] != frame.shape[-2:]:
                 raise ValueError(
                     f"frame {index}: {self.reference_name} frame of shape {tuple(reference.shape)}, "
                     f"output frame of shape {tuple(frame.shape)}"
@@ -219,6 +238,33 @@ class Flicker(_PairMetric):
         return float((absolute * visible).sum()) / (count or absolute.numel())
 
 
+class LabelInstability(_PairMetric):
+    """Module form of :func:`label_instability`; stream a clip with ``update(labels, frame)``, then
+    ``compute()``."""
+
+    needs_reference = True
+    reference_name = "flow"
+
+    def _check(self, frame: torch.Tensor, what: str) -> None:
+        _check_labels(frame, what)
+
+    def _pair(
+        self,
+        previous: torch.Tensor,
+        current: torch.Tensor,
+        previous_reference: torch.Tensor | None,
+        current_reference: torch.Tensor | None,
+    ) -> float:
+        assert previous_reference is not None and current_reference is not None
+        # float32 holds class ids exactly (up to 2^24); nearest sampling keeps them ids
+        moved, visible = _visible_warp(
+            previous[None].float(), current, previous_reference, current_reference, mode="nearest"
+        )
+        changed = (moved[0] != current.to(moved.device, torch.float32)) & visible[0]
+        count = int(visible.sum())
+        return int(changed.sum()) / (count or visible.numel())
+
+
 def warping_error_per_frame(
     frames: Iterable[torch.Tensor], reference: Iterable[torch.Tensor] | None = None
 ) -> list[float]:
@@ -280,3 +326,27 @@ def flicker(frames: Iterable[torch.Tensor], inputs: Iterable[torch.Tensor] | Non
     different lengths or sizes.
     """
     return _score(Flicker(), frames, inputs).compute()
+
+
+def label_instability_per_frame(labels: Iterable[torch.Tensor], frames: Iterable[torch.Tensor]) -> list[float]:
+    """:func:`label_instability` of each consecutive pair: the i-th value is that of label maps i and i + 1."""
+    return _score(LabelInstability(), labels, frames).values
+
+
+def label_instability(labels: Iterable[torch.Tensor], frames: Iterable[torch.Tensor]) -> float:
+    """Temporal instability of a clip's segmentation, lower is better: the fraction of pixels whose label changes
+    between a frame and its flow-warped predecessor.
+
+    For each label map ``L_t`` after the first, its predecessor is warped onto it with the nearest pixel,
+    ``W = warp(L_{t-1}, F_t)``, ``F_t`` the flow from frame t to frame t - 1 measured on ``frames``; the pair's
+    value is ``sum_p M(p) [L_t(p) != W(p)] / sum_p M(p)`` over the pixels ``M`` the forward-backward check
+    (:func:`sapnet.video.consistency_mask`) finds visible in both frames (over all pixels when none is): 0 for
+    labels that move with the scene, 1 when every visible pixel changes class. The clip's value is the mean
+    over pairs. Every label counts as a class (ignored pixels included: these are predictions).
+
+    ``labels``: integer (H, W) label maps (a segmenter's predictions). ``frames``: the frames the flow is measured
+    on, float (3, H, W) RGB in [0, 1] of the same size, frame for frame: the clean clip where there is one (the
+    true motion), else the frames the labels were predicted on. ``ValueError`` for fewer than 2 maps, clips of
+    different lengths or sizes, or maps that are not integer (H, W) tensors.
+    """
+    return _score(LabelInstability(), labels, frames).compute()

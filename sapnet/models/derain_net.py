@@ -108,7 +108,8 @@ class DerainNet(
 
     Input: (N, 3, H, W) float RGB in [0, 1], any H and W. Output: the final estimate (N, 3, H, W) in the input's
     dtype (roughly [0, 1], not clamped). The recurrent state starts at zero and is created from the features,
-    so it follows the input's device, dtype and memory format.
+    so it follows the input's device, dtype and memory format; :meth:`forward_with_state` starts it from a given
+    state instead and returns the last one (a video frame started from the previous frame's state).
 
     Shared like smp / timm models through ``huggingface_hub``: ``save_pretrained(folder)`` writes
     ``config.json`` (the :class:`DerainNetConfig`) and ``model.safetensors``; ``DerainNet.from_pretrained(folder
@@ -149,8 +150,51 @@ class DerainNet(
         """Derain ``x`` (N, 3, H, W) float in [0, 1].
 
         Returns the final estimate (N, 3, H, W), or ``(final, stages)`` with the list of the T stage outputs
-        (the last one is ``final``) when ``return_stages`` is true.
+        (the last one is ``final``) when ``return_stages`` is true. The recurrent state starts at zero.
         """
+        x, stages, _ = self._run(x, None)
+        return (x, stages) if return_stages else x
+
+    def forward_with_state(
+        self, x: torch.Tensor, state: RecurrentState | None = None
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        """Derain ``x`` (N, 3, H, W) float in [0, 1] with the first stage's cell starting from ``state``.
+
+        ``state``: ``(h, c)`` for the LSTM cell, ``(h,)`` for the GRU cell, each float (N, C, H, W) (C =
+        ``config.channels``, the input's resolution, on its device); ``None``: zeros, exactly as :meth:`forward`
+        (the same values). Returns ``(final, state)``: the final estimate (N, 3, H, W) and the cell's state after
+        the last stage, in the same form, e.g. to start the next frame of a video from
+        (:class:`sapnet.video.RecurrentDerainer`); ``state`` itself is left unchanged. Traceable like
+        :meth:`forward` (``torch.jit.trace`` or the ONNX exporter on a module that calls it). ``ValueError`` for a
+        network without a recurrent cell (``config.recurrent == "none"``) or a state of the wrong form.
+        """
+        if self.cell is None:
+            raise ValueError("this network has no recurrent cell (config.recurrent is 'none'): it carries no state")
+        if state is not None:
+            self.check_state(state, x)
+            if len(state) == 2:  # the LSTM cell updates its cell state in place (without autograd): not the caller's
+                state = (state[0], state[1].clone())
+        x, _, final = self._run(x, state)
+        assert final is not None  # a network with a cell always leaves a state
+        return x, final
+
+    def check_state(self, state: RecurrentState, x: torch.Tensor) -> None:
+        """``ValueError`` unless ``state`` is a recurrent state this network can start from for input ``x``
+        (N, 3, H, W): a tuple of 2 (LSTM) or 1 (GRU) float tensors of shape (N, C, H, W)."""
+        expected = 2 if isinstance(self.cell, ConvLSTMCell) else 1
+        shape = (x.shape[0], self.config.channels, *x.shape[-2:])
+        if not isinstance(state, tuple) or len(state) != expected:
+            kind = "(h, c)" if expected == 2 else "(h,)"
+            raise ValueError(f"the {self.config.recurrent} cell's state is a tuple {kind}, got {type(state).__name__}")
+        for t in state:
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or not t.is_floating_point():
+                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"state tensors must be float of shape {shape} for this input, got {got}")
+
+    def _run(
+        self, x: torch.Tensor, state: RecurrentState | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor], RecurrentState | None]:
+        """The T stages from the cell state ``state`` (``None``: zero): (final, stage outputs, final state)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected input of shape (N, 3, H, W), got {tuple(x.shape)}")
         cfg = self.config
@@ -158,7 +202,6 @@ class DerainNet(
         cell_before = self.cell if cfg.cell_position == "before" else None
         cell_after = self.cell if cfg.cell_position == "after" else None
         x0 = x
-        state: RecurrentState | None = None
         stages: list[torch.Tensor] = []
         for _ in range(cfg.stages):
             z = self.input_conv(torch.cat((x0, x), dim=1) if cfg.stage_input == "concat" else x).relu_()
@@ -172,7 +215,7 @@ class DerainNet(
             if cfg.input_skip:
                 x = x + x0
             stages.append(x)
-        return (x, stages) if return_stages else x
+        return x, stages, state
 
     def extra_repr(self) -> str:
         cfg = self.config

@@ -8,8 +8,8 @@
 * :func:`camera_path` / :func:`render_clip` / :func:`build_video_set`: synthetic rainy clips with ground truth,
   a camera moving over a clean photo (pan, zoom, shake, static) with temporal weather degradations
   (:func:`degrade`: sensor noise, moving glare, fog, illumination change).
-* :class:`VideoDerainer` (temporal modes ``"frame"``, ``"fuse"``, ``"lowrank"``: :data:`MODES`, streamed with
-  ``step`` / ``flush`` / ``run``) and :func:`derain_video` (a clip file or folder into another);
+* :class:`VideoDerainer` (temporal modes ``"frame"``, ``"fuse"``, ``"lowrank"``, ``"recurrent"``: :data:`MODES`,
+  streamed with ``step`` / ``flush`` / ``run``) and :func:`derain_video` (a clip file or folder into another);
   :func:`robust_pca` (low-rank plus sparse, the ``lowrank`` mode's core).
 
 Video files need PyAV: ``pip install sapnet[video]``. The temporal metrics built on the flow are in
@@ -17,13 +17,16 @@ Video files need PyAV: ``pip install sapnet[video]``. The temporal metrics built
 """
 
 from sapnet.video.derain import (
+    CUT_THRESHOLD,
     DEFAULT_WINDOW,
     FLOW_SOURCES,
+    MIN_VISIBLE,
     MODES,
     STREAK_WIDTH,
     FrameDerainer,
     FuseDerainer,
     LowRankDerainer,
+    RecurrentDerainer,
     TemporalDerainer,
     VideoDerainer,
     WindowDerainer,
@@ -73,12 +76,14 @@ __all__ = [
     "CAMERA_KINDS",
     "CONSISTENCY_ALPHA",
     "CONSISTENCY_BETA",
+    "CUT_THRESHOLD",
     "DEFAULT_CRF",
     "DEFAULT_WINDOW",
     "DEGRADATION_NAMES",
     "FLOW_SOURCES",
     "FRAME_NAME",
     "LUMA_WEIGHTS",
+    "MIN_VISIBLE",
     "MODES",
     "RPCA_MAX_ITER",
     "RPCA_TOL",
@@ -93,6 +98,7 @@ __all__ = [
     "FuseDerainer",
     "LowRankDerainer",
     "PhotoTooSmallError",
+    "RecurrentDerainer",
     "RobustPCA",
     "TemporalDerainer",
     "VideoBuildReport",

@@ -19,6 +19,8 @@ Modes (:data:`MODES`):
   a low-rank background and a sparse part, and the positive part of the sparse part at the centre is rain
   (rain only adds light). Alone (``model=None``) it subtracts that rain; with a network, the result is the
   per-pixel minimum of the network's output and the rain-subtracted frame.
+* ``"recurrent"`` (:class:`RecurrentDerainer`): the network's ConvLSTM / ConvGRU state carried from each frame
+  to the next (warped by the flow, zeroed where occluded, reset at scene cuts) instead of starting at zero.
 
 Measured on 9 frames of 160x120 cut from a Rain100L background moving 3 px right and 2 px down per frame, with
 ``synthesize_rain(..., "light")`` drawn anew per frame and PReNet (``prenet_official_rain100l.pth``), RGB PSNR
@@ -29,15 +31,15 @@ taking the network's output where rain was found and the rain-subtracted frame e
 (hazed): rainy 19.0, ``frame`` 26.6, ``fuse`` 27.7, ``lowrank`` alone 24.6 (it cannot lift haze), with the
 network 27.6. Windows of 7 gain up to 0.5 dB more for ``fuse``; 5 is the default.
 
-A new mode (e.g. a recurrent one, carrying the previous output from step to step) is a subclass of
-:class:`TemporalDerainer` implementing ``_push`` / ``_flush`` / ``_reset``, added to :data:`MODES`.
+A new mode is a subclass of :class:`TemporalDerainer` implementing ``_push`` / ``_flush`` / ``_reset``, added to
+:data:`MODES`.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -47,19 +49,32 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sapnet.inference.derain import derain, resolve_model
+from sapnet.inference.derain import derain, network_width, resolve_model
+from sapnet.inference.tiling import (
+    DEFAULT_MEMORY_BUDGET,
+    DEFAULT_TILE_OVERLAP,
+    blend_window,
+    check_tiling,
+    choose_tile,
+    tile_starts,
+)
+from sapnet.models import DerainNet
+from sapnet.models.blocks import RecurrentState
 from sapnet.video.flow import LUMA_WEIGHTS, consistency_mask, optical_flow, warp
 from sapnet.video.io import FrameWriter, _check_frame, probe, read_frames
 from sapnet.video.lowrank import RPCA_MAX_ITER, RPCA_TOL, robust_pca
 
 __all__ = [
+    "CUT_THRESHOLD",
     "DEFAULT_WINDOW",
     "FLOW_SOURCES",
+    "MIN_VISIBLE",
     "MODES",
     "STREAK_WIDTH",
     "FrameDerainer",
     "FuseDerainer",
     "LowRankDerainer",
+    "RecurrentDerainer",
     "TemporalDerainer",
     "VideoDerainer",
     "WindowDerainer",
@@ -138,6 +153,9 @@ class TemporalDerainer:
 
     name: ClassVar[str] = ""
     needs_model: ClassVar[bool] = True
+    windowed: ClassVar[bool] = False
+    """Whether the mode works over a centred window of frames (``window`` > 1 allowed, default
+    :data:`DEFAULT_WINDOW`); the others take ``window=1`` only."""
 
     def __init__(
         self,
@@ -163,6 +181,11 @@ class TemporalDerainer:
             self.device = p.device if p is not None else torch.device("cpu")
         self._count = 0  # frames of the current clip given so far
         self._size: tuple[int, int] | None = None
+
+    @classmethod
+    def model_problem(cls, model: torch.nn.Module) -> str | None:
+        """Why this mode cannot use the network ``model`` (``None``: it can); any network suits the base modes."""
+        return None
 
     @property
     def delay(self) -> int:
@@ -270,6 +293,8 @@ class WindowDerainer(TemporalDerainer):
             suppressed (:func:`suppress_streaks`); ``None``: ``"derained"`` where there is a network.
         others: as :class:`TemporalDerainer`.
     """
+
+    windowed = True
 
     def __init__(
         self,
@@ -442,10 +467,231 @@ class LowRankDerainer(WindowDerainer):
         return torch.minimum(centre.derained, background)
 
 
+CUT_THRESHOLD = 0.25
+"""Mean absolute difference, in [0, 1] units, of the streak-suppressed luma (:func:`suppress_streaks`) of two
+consecutive rainy frames above which the ``recurrent`` mode takes the second for a scene cut without computing
+the flow. Measured: 0.00 to 0.14 between consecutive frames of the three real clips of ``shared/data/video`` and
+of synthetic clips with heavy rain (pan, zoom, shake, static); 0.18 to 0.35 across cuts between them (those below
+0.25 are caught by :data:`MIN_VISIBLE`)."""
+
+MIN_VISIBLE = 0.3
+"""Fraction of a frame's pixels that must pass the forward-backward check with its predecessor (flow on the
+streak-suppressed luma) for the ``recurrent`` mode to carry the state; below it, a scene cut. Measured on the
+same clips: 0.66 to 0.99 between consecutive frames, 0.01 to 0.07 across cuts."""
+
+
+class RecurrentDerainer(TemporalDerainer):
+    """``"recurrent"`` mode: the network's recurrent state carried from one frame to the next.
+
+    A :class:`~sapnet.models.DerainNet` with a recurrent cell (``config.recurrent`` ``"lstm"`` or ``"gru"``)
+    starts the ConvLSTM / ConvGRU state of its first stage at zero for every image. Here frame ``t``'s first stage
+    starts from frame ``t - 1``'s final state (:meth:`~sapnet.models.DerainNet.forward_with_state`), brought
+    into frame ``t``:
+
+    * warped with the backward flow (frame ``t`` -> ``t - 1``, OpenCV DIS on the streak-suppressed luma of the
+      rainy frames, :func:`suppress_streaks`; the derained frame ``t`` does not exist yet), bilinear (exactly
+      unchanged where the flow is zero), detached (the derainer runs without autograd), times ``carry``;
+    * zeroed where the forward-backward check fails (:func:`~sapnet.video.consistency_mask`: occluded in
+      ``t - 1``, or coming from outside the frame);
+    * dropped entirely at a scene cut: the network then starts from zero exactly as the ``frame`` mode does
+      (same output). A frame is a cut when the mean absolute difference of its streak-suppressed luma and its
+      predecessor's exceeds ``cut_threshold``, or when fewer than ``min_visible`` of its pixels pass the check.
+      The frames found to be cuts are listed in :attr:`cuts`.
+
+    The state is float32 at the frame's resolution, ``2 * C`` (LSTM) or ``C`` (GRU) channels: 0.5 GiB for a
+    1920x1080 frame and the 32-channel LSTM. No delay, one output per frame. Cost per frame: the network once and
+    two DIS flows (about as much as a ``fuse`` window of 2).
+
+    Tiling: the state lives for the whole frame, on the CPU when the frame is tiled (on ``device`` otherwise);
+    each tile starts from its crop of it, and the tiles' final states are blended back with the same linear ramps
+    as their outputs (:func:`~sapnet.inference.tiling.tiled_apply`), so the state of a pixel where tiles overlap
+    is a weighted mean of theirs: an approximation, as tiling itself is for SAPNet's attention. ``tile`` follows
+    :func:`sapnet.derain` (``None``: whole frames while they fit the default memory budget).
+
+    It does not help the public weights, which were trained with the state starting at zero on every image. RGB
+    PSNR (dB) on 9 frames of 160x120 of a Rain100L background moving (3, 2) px a frame, rain drawn anew per frame,
+    ``frame`` / ``recurrent`` / ``recurrent`` with ``carry=0.5``: PReNet (Rain100L) light rain 37.6 / 34.3 / 36.6,
+    medium 26.1 / 26.5 / 26.7; SAPNet (Rain100H) medium 27.9 / 27.8 / 28.0, heavy 21.0 / 20.6 / 20.9; on four
+    synthetic 240x160 clips with heavy rain (``sapnet synth --video``: pan, zoom, shake, static) SAPNet loses 0.9
+    to 2.2 dB and PReNet (Rain100H) 0.3 to 0.8 dB on three of them (+0.2 on the static one), and the warping
+    error against the clean clip grows in nearly every case (up to 3x for SAPNet). The mode is the plumbing for
+    networks trained with a carried state.
+
+    Args:
+        model: a :class:`~sapnet.models.DerainNet` with a recurrent cell (or a registry name / checkpoint path of
+            one); ``ValueError`` otherwise.
+        window: 1 (the mode has no window).
+        cut_threshold: see above (default :data:`CUT_THRESHOLD`); ``inf`` never cuts on luma.
+        min_visible: see above (default :data:`MIN_VISIBLE`), in [0, 1]; 0 never cuts on the flow.
+        carry: the factor in [0, 1] on the warped state (1: carried as it is; 0: never carried, the ``frame`` mode
+            up to rounding).
+        tile_overlap: pixels shared by neighbouring tiles.
+        others: as :class:`TemporalDerainer`.
+    """
+
+    name = "recurrent"
+
+    def __init__(
+        self,
+        model: ModelArg,
+        *,
+        window: int = 1,
+        tile: int | None = None,
+        device: torch.device | str | None = None,
+        cut_threshold: float = CUT_THRESHOLD,
+        min_visible: float = MIN_VISIBLE,
+        carry: float = 1.0,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    ) -> None:
+        super().__init__(model, window=window, tile=tile, device=device)
+        if window != 1:
+            raise ValueError(f"mode 'recurrent' carries a state from frame to frame: window must be 1, got {window}")
+        net = self.model
+        problem = None if net is None else self.model_problem(net)
+        if problem is not None:
+            raise ValueError(f"mode 'recurrent': {problem}")
+        assert isinstance(net, DerainNet)
+        if tile is not None and tile < 0:
+            raise ValueError(f"tile must be None (automatic), 0 (whole frames) or a number of pixels, got {tile}")
+        if tile:
+            check_tiling(tile, tile_overlap)
+        if not cut_threshold > 0:
+            raise ValueError(f"cut_threshold must be positive, got {cut_threshold}")
+        if not 0 <= min_visible <= 1:
+            raise ValueError(f"min_visible must be in [0, 1], got {min_visible}")
+        if not 0 <= carry <= 1:
+            raise ValueError(f"carry must be in [0, 1], got {carry}")
+        self.net: DerainNet = net
+        self.cut_threshold = float(cut_threshold)
+        self.min_visible = float(min_visible)
+        self.carry = float(carry)
+        self.tile_overlap = tile_overlap
+        self.cuts: list[int] = []
+        """The frames (0-based) of the current clip, or of the last one ended, at which the state was dropped
+        as a scene cut."""
+        self.state: RecurrentState | None = None
+        """The network's final state on the last frame given (``None`` before the clip's first frame)."""
+        self._guide: torch.Tensor | None = None  # the last frame's streak-suppressed luma (1, H, W)
+
+    @classmethod
+    def model_problem(cls, model: torch.nn.Module) -> str | None:
+        """Why ``model`` has no recurrent state to carry (``None``: it has): not a
+        :class:`~sapnet.models.DerainNet`, or one with ``config.recurrent == "none"``."""
+        if not isinstance(model, DerainNet):
+            return f"needs a sapnet DerainNet (it carries the network's recurrent state), got {type(model).__name__}"
+        if model.cell is None:
+            return (
+                "needs a network with a recurrent cell; this one has config.recurrent='none' (no state to carry): "
+                "use mode 'frame' or 'fuse'"
+            )
+        return None
+
+    def _push(self, frame: torch.Tensor) -> list[torch.Tensor]:
+        if self._count == 0:
+            self.cuts = []
+        guide = suppress_streaks(frame)
+        state = None
+        if self.state is not None and self._guide is not None:
+            state = self._carried(self.state, self._guide, guide)
+            if state is None:
+                self.cuts.append(self._count)
+        out, self.state = self._network(frame, state)
+        self._guide = guide
+        return [out]
+
+    def _flush(self) -> list[torch.Tensor]:
+        return []
+
+    def _reset(self) -> None:
+        self.state = None
+        self._guide = None
+
+    @torch.inference_mode()
+    def _carried(self, state: RecurrentState, previous: torch.Tensor, current: torch.Tensor) -> RecurrentState | None:
+        """The previous frame's final state brought into the current frame (``None``: a scene cut), from the
+        streak-suppressed lumas (1, H, W) of both frames."""
+        if float((current - previous).abs().mean()) > self.cut_threshold:
+            return None
+        back = optical_flow(current, previous)  # current -> previous: samples the previous frame's state
+        forth = optical_flow(previous, current)
+        visible = consistency_mask(back, forth)
+        if float(visible.float().mean()) < self.min_visible:
+            return None
+        carried = []
+        for t in state:
+            moved, _ = warp(t, back[None])  # outside the frame is not visible: zeroed with the occlusions
+            # Where the flow is exactly zero the state stays exactly as it was (bilinear sampling at the pixel's
+            # own position is off by float rounding).
+            still = (back == 0).all(dim=0)[None, None].to(moved.device)
+            moved = torch.where(still, t, moved)
+            keep = visible[None].to(moved.device, moved.dtype)
+            carried.append(moved.mul_(keep * self.carry))
+        return tuple(carried)
+
+    def _network(self, frame: torch.Tensor, state: RecurrentState | None) -> tuple[torch.Tensor, RecurrentState]:
+        """The network on ``frame`` (3, H, W) from ``state``: the output (3, H, W) clamped to [0, 1] on the CPU,
+        as :func:`sapnet.derain` gives it, and the final state (whole frames: on :attr:`device`; tiled: on the
+        CPU)."""
+        # As sapnet.derain prepares and calls the network, so that a reset frame gives the frame mode's output;
+        # outside inference mode, so that the parameters stay ordinary tensors.
+        net = self.net.to(self.device).to(memory_format=torch.channels_last).eval()
+        h, w = frame.shape[-2:]
+        tile = self.tile
+        if tile is None:
+            tile = choose_tile(h, w, network_width(net), DEFAULT_MEMORY_BUDGET)
+            if tile:
+                check_tiling(tile, self.tile_overlap)
+
+        def forward(x: torch.Tensor, s: RecurrentState | None) -> tuple[torch.Tensor, RecurrentState]:
+            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+            if s is not None:
+                s = tuple(t.to(self.device) for t in s)
+            out, final = net.forward_with_state(x, s)
+            return out.float(), final
+
+        with torch.inference_mode():
+            if not tile:
+                out, final = forward(frame[None], state)
+                return out.cpu()[0].clamp_(0, 1), final
+            return self._tiled(frame, state, tile, forward)
+
+    def _tiled(
+        self,
+        frame: torch.Tensor,
+        state: RecurrentState | None,
+        tile: int,
+        forward: Callable[[torch.Tensor, RecurrentState | None], tuple[torch.Tensor, RecurrentState]],
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        """``forward`` over overlapping tiles of ``frame``, each from its crop of ``state``; the outputs and the
+        final states blended as :func:`~sapnet.inference.tiling.tiled_apply` blends outputs (its arithmetic, so a
+        frame without state gives the ``frame`` mode's tiled output)."""
+        image = frame[None]
+        _, _, h, w = image.shape
+        out = torch.zeros(image.shape, dtype=torch.float32)
+        weight = torch.zeros((1, 1, h, w), dtype=torch.float32)
+        final: list[torch.Tensor] = []
+        th, tw = min(tile, h), min(tile, w)
+        for y in tile_starts(h, tile, self.tile_overlap):
+            for x in tile_starts(w, tile, self.tile_overlap):
+                crop = None if state is None else tuple(t[:, :, y : y + th, x : x + tw] for t in state)
+                result, tile_state = forward(image[:, :, y : y + th, x : x + tw], crop)
+                wy = blend_window(th, self.tile_overlap, y == 0, y + th == h)
+                wx = blend_window(tw, self.tile_overlap, x == 0, x + tw == w)
+                wt = wy[:, None] * wx[None, :]
+                out[:, :, y : y + th, x : x + tw] += result.to("cpu") * wt
+                weight[:, :, y : y + th, x : x + tw] += wt
+                if not final:
+                    final = [torch.zeros((1, t.shape[1], h, w), dtype=torch.float32) for t in tile_state]
+                for acc, t in zip(final, tile_state, strict=True):
+                    acc[:, :, y : y + th, x : x + tw] += t.float().to("cpu") * wt
+        return (out / weight)[0].clamp_(0, 1), tuple(acc / weight for acc in final)
+
+
 MODES: dict[str, type[TemporalDerainer]] = {
     FrameDerainer.name: FrameDerainer,
     FuseDerainer.name: FuseDerainer,
     LowRankDerainer.name: LowRankDerainer,
+    RecurrentDerainer.name: RecurrentDerainer,
 }
 """The temporal modes by name, as :class:`VideoDerainer` and :func:`derain_video` take them."""
 
@@ -456,8 +702,9 @@ class VideoDerainer:
 
     Args:
         model: a derain network, a registry name or a checkpoint path; ``None`` only for ``"lowrank"``.
-        mode: ``"frame"``, ``"fuse"`` or ``"lowrank"`` (see the module docstring).
-        window: frames in the centred window (odd); ``None``: 1 for ``"frame"``, :data:`DEFAULT_WINDOW` otherwise.
+        mode: ``"frame"``, ``"fuse"``, ``"lowrank"`` or ``"recurrent"`` (see the module docstring).
+        window: frames in the centred window (odd); ``None``: :data:`DEFAULT_WINDOW` for the modes with a window
+            (``"fuse"``, ``"lowrank"``), 1 for the others.
         tile, device: as :class:`TemporalDerainer`.
 
     Examples:
@@ -482,7 +729,7 @@ class VideoDerainer:
         if cls is None:
             raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(map(repr, MODES))}")
         if window is None:
-            window = 1 if cls is FrameDerainer else DEFAULT_WINDOW
+            window = DEFAULT_WINDOW if cls.windowed else 1
         self.mode = mode
         self.derainer: TemporalDerainer = cls(model, window=window, tile=tile, device=device)
 

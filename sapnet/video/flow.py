@@ -13,6 +13,8 @@ visible in ``b``, and :func:`consistency_mask` says where that is.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -80,8 +82,11 @@ def _batched(x: torch.Tensor, channels: int | None, name: str) -> tuple[torch.Te
     return x, single
 
 
-def warp(image: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backward warping: ``out(p) = image(p + flow(p))``, bilinear, and where those samples are in the frame.
+def warp(
+    image: torch.Tensor, flow: torch.Tensor, mode: Literal["bilinear", "nearest"] = "bilinear"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward warping: ``out(p) = image(p + flow(p))``, bilinear (``mode="nearest"``: the nearest pixel's value,
+    for label maps stored as floats), and where those samples are in the frame.
 
     ``image``: float (C, H, W) or (N, C, H, W), any C; ``flow``: (2, H, W) or (N, 2, H, W) in pixels (moved to
     ``image``'s device and dtype). With ``flow`` the flow from frame ``a`` to ``image``, ``out`` is ``image``
@@ -90,7 +95,8 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.T
     Returns ``(out, valid)``: ``out`` of ``image``'s shape and dtype; ``valid`` bool (1, H, W) or (N, 1, H, W),
     ``False`` where ``p + flow(p)`` lies outside the frame ``[0, W - 1] x [0, H - 1]``. There ``out`` holds the
     border values (the sample position clamped to the frame, ``grid_sample``'s ``"border"`` padding), which
-    are not ``image``'s content at that position: mask them out. Differentiable in ``image`` and ``flow``.
+    are not ``image``'s content at that position: mask them out. Differentiable in ``image`` and (bilinear)
+    ``flow``.
     """
     img, single = _batched(image, None, "image")
     fl, _ = _batched(flow, 2, "flow")
@@ -112,7 +118,9 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.T
     gx = 2 * x / max(w - 1, 1) - 1
     gy = 2 * y / max(h - 1, 1) - 1
     grid = torch.stack((gx, gy), dim=-1)
-    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    if mode not in ("bilinear", "nearest"):
+        raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
+    out = F.grid_sample(img, grid, mode=mode, padding_mode="border", align_corners=True)
     valid = valid[:, None]
     return (out[0], valid[0]) if single else (out, valid)
 
