@@ -8,8 +8,8 @@
    ``--frames`` frames rendered by :func:`sapnet.video.build_video_set` (the camera kinds pan, zoom, shake, static
    in turn; seed 0) on the BSDS500 *test* photos of ``../shared/data/clean_corpus`` (never the Rain100L /
    Rain100H backgrounds), into ``OUT/synthetic_<preset>/clips`` (reused when present). Scored by
-   :func:`sapnet.evaluation.evaluate_video`: PSNR / SSIM, warping error and tOF against the clean clips, NIQE, seconds per
-   frame; then the same means per camera kind from its per-frame CSV.
+   :func:`sapnet.evaluation.evaluate_video`: PSNR / SSIM, warping error and tOF against the clean clips, NIQE,
+   seconds per frame; then the same means per camera kind from its per-frame CSV.
 2. **Real clips** (``../shared/data/video``, no ground truth): flicker and NIQE on the first ``--real-frames``
    frames of each clip, plus ``OUT/real/time_strip.png``: a crop of consecutive frames, rainy / frame / fuse.
 

@@ -215,8 +215,8 @@ def test_modes_compared_on_synthetic_rain_with_prenet(compat_dir: Path, rain100l
     """The measurement behind the defaults: a Rain100L background moving (3, 2) px a frame, light synthetic rain
     drawn anew per frame, PReNet (Rain100L weights). Measured (RGB PSNR, dB): rainy 24.8, frame 42.1, fuse 44.7
     (the plain median, tolerance 0, 47.3 with the flow on the derained frames against 45.0 on the rainy ones: on
-    clean synthetic frames the median also averages the network's small errors away), lowrank alone 37.7, lowrank with the
-    network 43.6, recurrent 39.8 (the state carried from frame to frame hurts weights not trained for it)."""
+    clean synthetic frames the median also averages the network's small errors away), lowrank alone 37.7, lowrank
+    with the network 43.6, recurrent 39.8 (the state carried from frame to frame hurts weights not trained for it)."""
     big = read_image(rain100l_dir / "clean" / "001.png")
     h, w = 64, 96
     clean = [big[:, 40 + 2 * t : 40 + 2 * t + h, 60 + 3 * t : 60 + 3 * t + w].contiguous() for t in range(7)]

@@ -23,7 +23,8 @@ Modes (:data:`MODES`):
 * ``"recurrent"`` (:class:`RecurrentDerainer`): the network's ConvLSTM / ConvGRU state carried from each frame
   to the next (warped by the flow, zeroed where occluded, reset at scene cuts) instead of starting at zero.
 
-Measured (with the plain median, ``tolerance=0``, for ``fuse``) on 9 frames of 160x120 cut from a Rain100L background moving 3 px right and 2 px down per frame, with
+Measured (with the plain median, ``tolerance=0``, for ``fuse``) on 9 frames of 160x120 cut from a Rain100L
+background moving 3 px right and 2 px down per frame, with
 ``synthesize_rain(..., "light")`` drawn anew per frame and PReNet (``prenet_official_rain100l.pth``), RGB PSNR
 against the clean frames: rainy 24.4 dB, ``frame`` 39.6, ``fuse`` (window 5) 45.3 with the flow on the derained
 frames against 40.0 with it on the rainy ones (43.4 after :func:`suppress_streaks`); ``lowrank`` alone 40.0
