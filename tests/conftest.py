@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import os
 import urllib.error
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import pytest
+import torch
 
+import sapnet
 import sapnet.models.hub
+from sapnet.data import write_image
 from sapnet.data.builder import torch_threads
+from sapnet.video import frame_name, render_clip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _HINT = "set SAPNET_SHARED or place shared/ beside the repository"
@@ -51,6 +56,49 @@ def one_thread() -> Iterator[None]:
     OpenMP spinning). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
     with torch_threads(1):
         yield
+
+
+@pytest.fixture(scope="module")
+def one_cv2_thread() -> Iterator[None]:
+    """OpenCV (DIS optical flow) on one thread for a module of tests on tiny frames, as torch is by
+    ``one_thread``. Use with ``pytestmark = pytest.mark.usefixtures("one_thread", "one_cv2_thread")``."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    yield
+    cv2.setNumThreads(before)
+
+
+@pytest.fixture(scope="module")
+def model() -> sapnet.DerainNet:
+    """A tiny PReNet (2 stages, 8 channels, random weights from seed 0) in eval mode."""
+    torch.manual_seed(0)
+    return sapnet.create_model("prenet", stages=2, channels=8).eval()
+
+
+@pytest.fixture(scope="module")
+def ckpt(model: sapnet.DerainNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`model` saved as a checkpoint (``tiny.pt``) once per module."""
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    sapnet.save_model(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_pan_clip() -> Callable[..., None]:
+    """Writes a tiny synthetic clip: ``write_pan_clip(folder, seed, *, size, frames, clean=True)`` renders a camera
+    panning over one contrasty random photo with light rain (:func:`sapnet.video.render_clip`, ``seed``) into
+    ``folder/rain/`` and, with ``clean``, ``folder/clean/`` (PNG frames named as :func:`sapnet.video.frame_name`)."""
+    photo = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 164, 164, generator=torch.Generator().manual_seed(1)), 5, 1)
+    photo = ((photo[0] - 0.5) * 3 + 0.5).clamp(0, 1)
+
+    def write(folder: Path, seed: int, *, size: tuple[int, int], frames: int, clean: bool = True) -> None:
+        rainy, truth = render_clip(photo, "pan", size=size, frames=frames, preset="light", seed=seed)
+        for i in range(frames):
+            write_image(rainy[i], folder / "rain" / frame_name(i))
+            if clean:
+                write_image(truth[i], folder / "clean" / frame_name(i))
+
+    return write
 
 
 @pytest.fixture

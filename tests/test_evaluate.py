@@ -63,12 +63,6 @@ def data(tmp_path: Path) -> Path:
     return _paired(tmp_path / "set")
 
 
-@pytest.fixture(scope="module")
-def model() -> sapnet.DerainNet:
-    torch.manual_seed(0)
-    return sapnet.create_model("prenet", stages=2, channels=8).eval()
-
-
 @pytest.fixture
 def ckpt(tmp_path: Path, model: sapnet.DerainNet) -> Path:
     return sapnet.save_model(model, tmp_path / "tiny.pt")

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
 
-import cv2
 import pytest
 import torch
 import torch.nn.functional as F
@@ -46,15 +44,6 @@ from sapnet.video import (
 pytestmark = pytest.mark.usefixtures("one_thread", "one_cv2_thread")
 
 H, W = 48, 64
-
-
-@pytest.fixture(scope="module")
-def one_cv2_thread() -> Iterator[None]:
-    """OpenCV (DIS flow) on one thread for these tiny frames, as torch is by ``one_thread``."""
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    yield
-    cv2.setNumThreads(before)
 
 
 @pytest.fixture

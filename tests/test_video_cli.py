@@ -5,20 +5,38 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-import cv2
 import pytest
 import torch
 from PIL import Image
 
 import sapnet
 from sapnet.cli.main import main
-from sapnet.data import quantize_8bit, write_image
-from sapnet.evaluation import CLEAN, RAINY, VIDEO_METRICS, evaluate_video, find_clips
+from sapnet.data import DatasetError, quantize_8bit
+from sapnet.evaluation import (
+    CLEAN,
+    RAINY,
+    SECONDS_PER_FRAME,
+    VIDEO_METRICS,
+    Clip,
+    ClipVersion,
+    Method,
+    PerFrameWriter,
+    VersionStrip,
+    VideoRow,
+    clip_frame_count,
+    evaluate_video,
+    find_clips,
+    score_version,
+    skip_clip,
+    video_versions,
+)
 from sapnet.metrics import flicker_per_frame, psnr, warping_error_per_frame
-from sapnet.video import FrameDerainer, RecurrentDerainer, VideoDerainer, read_frames, render_clip
+from sapnet.video import FrameDerainer, FrameReadWarning, RecurrentDerainer, VideoDerainer, read_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread", "one_cv2_thread")
 
@@ -26,38 +44,11 @@ W, H, N = 64, 48, 3
 
 
 @pytest.fixture(scope="module")
-def one_cv2_thread() -> Iterator[None]:
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    yield
-    cv2.setNumThreads(before)
-
-
-@pytest.fixture(scope="module")
-def model() -> sapnet.DerainNet:
-    torch.manual_seed(0)
-    return sapnet.create_model("prenet", stages=2, channels=8).eval()
-
-
-@pytest.fixture(scope="module")
-def ckpt(model: sapnet.DerainNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    sapnet.save_model(model, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def clips(tmp_path_factory: pytest.TempPathFactory, write_pan_clip: Callable[..., None]) -> Path:
     """Two clips of 3 frames, 64x48: ``a`` with ``clean/``, ``b`` (another seed) with ``rain/`` only."""
     root = tmp_path_factory.mktemp("clips")
-    photo = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 164, 164, generator=torch.Generator().manual_seed(1)), 5, 1)
-    photo = ((photo[0] - 0.5) * 3 + 0.5).clamp(0, 1)
-    for name, seed, with_clean in (("a", 0, True), ("b", 1, False)):
-        rainy, clean = render_clip(photo, "pan", size=(W, H), frames=N, preset="light", seed=seed)
-        for i in range(N):
-            write_image(rainy[i], root / name / "rain" / f"frame_{i + 1:06d}.png")
-            if with_clean:
-                write_image(clean[i], root / name / "clean" / f"frame_{i + 1:06d}.png")
+    write_pan_clip(root / "a", 0, size=(W, H), frames=N)
+    write_pan_clip(root / "b", 1, size=(W, H), frames=N, clean=False)
     return root
 
 
@@ -350,3 +341,152 @@ def test_restoration_refuses_video_metrics(tmp_path: Path, capsys: pytest.Captur
     assert main(["evaluate", "--dataset", str(tmp_path), "--metrics", "tof", "--out", str(tmp_path / "o")]) == 2
     assert "unknown metric 'tof'" in capsys.readouterr().err
     assert set(VIDEO_METRICS) == {"psnr", "ssim", "warp", "tof", "flicker", "niqe"}
+
+
+# ------------------------------------------------- the pieces of evaluate_video that the video segmentation shares
+
+
+def test_clip_version_sums_and_means(model: sapnet.DerainNet) -> None:
+    derained = ClipVersion(VideoRow("tiny", "frame"), VideoDerainer(model, "frame"))
+    derained.add({"psnr": 20.0, "warp": 0.5})
+    derained.add({"psnr": 30.0})
+    derained.add_seconds(1.5)
+    derained.add_seconds(0.5)
+    derained.row.frames = 4
+    assert derained.sums == {"psnr": 50.0, "warp": 0.5} and derained.counts == {"psnr": 2, "warp": 1}
+    assert derained.means() == {"psnr": 25.0, "warp": 0.5, SECONDS_PER_FRAME.key: 0.5}
+    rainy = ClipVersion(VideoRow(RAINY))
+    rainy.add({"psnr": 1.0})
+    rainy.add_seconds(3.0)
+    rainy.row.frames = 1
+    assert rainy.means() == {"psnr": 1.0}  # no derainer, no seconds per frame
+    assert ClipVersion(VideoRow("tiny", "frame"), VideoDerainer(model, "frame")).means() == {}  # nothing scored
+
+
+@pytest.mark.parametrize(
+    ("clean", "with_clean", "applies"),
+    [(False, False, True), (False, True, True), (True, True, True), (True, False, False)],
+)
+def test_clip_version_applies_to(clean: bool, with_clean: bool, applies: bool) -> None:
+    clip = Clip("a", Path("a/rain"), Path("a/clean") if with_clean else None)
+    assert ClipVersion(VideoRow(CLEAN if clean else RAINY), clean=clean).applies_to(clip) is applies
+
+
+@pytest.mark.parametrize("with_clean", [True, False])
+def test_video_versions(model: sapnet.DerainNet, with_clean: bool) -> None:
+    clips = [Clip("a", Path("a/rain")), Clip("b", Path("b/rain"), Path("b/clean") if with_clean else None)]
+    logs: list[str] = []
+    methods, versions, failed = video_versions(
+        [Method("tiny", model), "none", "bad=/nonexistent/tiny.pt"], ["frame", "lowrank"], clips, logs.append, window=3
+    )
+    assert [m.name for m in methods] == ["tiny", "none"]
+    labels = ["Rainy", "tiny (frame)", "tiny (lowrank)", "none (lowrank)", *(["Clean"] if with_clean else [])]
+    assert [v.row.label for v in versions] == labels
+    assert [v.clean for v in versions] == [False, False, False, False, *([True] if with_clean else [])]
+    assert versions[0].derainer is None and all(v.derainer is not None for v in versions[1:4])
+    assert [v.derainer.window for v in versions[1:4] if v.derainer is not None] == [1, 3, 3]
+    assert [r.method for r in failed] == ["bad=/nonexistent/tiny.pt"] and failed[0].skipped[0][0] == "*"
+    assert len(logs) == 1 and "skipping method bad" in logs[0]
+
+
+@pytest.mark.parametrize("clean_frames", [None, N, N - 1])
+def test_clip_frame_count(tmp_path: Path, write_pan_clip: Callable[..., None], clean_frames: int | None) -> None:
+    write_pan_clip(tmp_path / "c", 0, size=(W, H), frames=N, clean=clean_frames is not None)
+    if clean_frames == N - 1:
+        (tmp_path / "c" / "clean" / "frame_000001.png").unlink()
+    (clip,) = find_clips(tmp_path / "c")
+    if clean_frames == N - 1:
+        with pytest.raises(DatasetError, match=f"has {N} frames, .*clean {N - 1}"):
+            clip_frame_count(clip)
+    else:
+        assert clip_frame_count(clip) == N
+
+
+def test_skip_clip() -> None:
+    versions = [ClipVersion(VideoRow(RAINY)), ClipVersion(VideoRow(CLEAN), clean=True)]
+    logs: list[str] = []
+    skip_clip(versions, Clip("a", Path("a/rain")), "broken", logs.append)
+    assert logs == ["skipping clip a: broken"]
+    assert [v.row.skipped for v in versions] == [[("a", "broken")], [("a", "broken")]]
+
+
+def _warn_unreadable() -> tuple[list[dict[str, float]], torch.Tensor]:
+    warnings.warn(FrameReadWarning(1, "frame_000002.png", "truncated"), stacklevel=1)
+    return [{}], torch.zeros(3, 2, 2)
+
+
+def _raise(error: Exception) -> tuple[list[dict[str, float]], torch.Tensor]:
+    raise error
+
+
+@pytest.mark.parametrize(
+    ("score", "reason"),
+    [
+        (partial(_raise, DatasetError("too short")), "too short"),
+        (partial(_raise, ValueError("bad mask")), "bad mask"),
+        (partial(_raise, RuntimeError("out of memory")), "out of memory"),
+        (_warn_unreadable, "frame 1 (frame_000002.png) skipped: truncated"),  # an unreadable frame is an error
+    ],
+)
+def test_score_version_skips_on_errors(
+    score: Callable[[], tuple[list[dict[str, float]], torch.Tensor]], reason: str
+) -> None:
+    version = ClipVersion(VideoRow("tiny", "fuse"))
+    logs: list[str] = []
+    assert score_version(version, Clip("a", Path("a/rain")), score, logs.append) is None
+    assert logs == [f"skipping tiny (fuse) on clip a: {reason}"]
+    assert version.row.skipped == [("a", reason)] and version.row.clips == 0 and version.row.frames == 0
+
+
+def test_score_version_counts_and_passes_other_errors_on() -> None:
+    version = ClipVersion(VideoRow(RAINY))
+    first = torch.rand(3, 2, 2)
+    values = [{"psnr": 1.0}, {"psnr": 2.0}]
+    assert score_version(version, Clip("a", Path("a/rain")), lambda: (values, first), print) == (values, first)
+    assert version.row.clips == 1 and version.row.frames == 2 and not version.row.skipped
+    with pytest.raises(TypeError, match="a bug"):
+        score_version(version, Clip("b", Path("b/rain")), partial(_raise, TypeError("a bug")), print)
+
+
+def test_per_frame_writer(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "per_frame.csv"
+    with PerFrameWriter(path, ["psnr", "warp"]) as writer:
+        assert path.read_text().splitlines() == ["method,mode,clip,frame,psnr,warp"]  # the header at once
+        writer.write_clip(
+            ClipVersion(VideoRow("tiny", "fuse")),
+            Clip("a", Path("a/rain")),
+            [{"psnr": 1.5}, {"psnr": 2.0, "warp": 0.25}],
+        )
+        writer.write_clip(ClipVersion(VideoRow(RAINY)), Clip("b", Path("b/rain")), [{"warp": 0.5}])
+    assert writer.rows == 3
+    assert list(csv.reader(path.open())) == [
+        ["method", "mode", "clip", "frame", "psnr", "warp"],
+        ["tiny", "fuse", "a", "0", "1.5", ""],
+        ["tiny", "fuse", "a", "1", "2.0", "0.25"],
+        ["Rainy", "", "b", "0", "", "0.5"],
+    ]
+
+
+@pytest.mark.parametrize("clips", [0, 1, 3])
+def test_version_strip(tmp_path: Path, clips: int) -> None:
+    versions = [
+        ClipVersion(VideoRow(RAINY)),
+        ClipVersion(VideoRow("tiny", "frame")),
+        ClipVersion(VideoRow(CLEAN), clean=True),
+    ]
+    strip = VersionStrip(versions, clips)
+    first, second = torch.full((3, 4, 6), 0.5), torch.full((3, 4, 6), 0.25)
+    strip.add(versions[2], second)
+    strip.add(versions[0], first)
+    assert strip.end_clip() is True
+    assert strip.end_clip() is False  # a clip on which no version was scored: no row
+    strip.add(versions[1], first)
+    assert strip.end_clip() is True
+    assert len(strip.rows) == min(clips, 2)
+    if clips:
+        row = strip.rows[0]
+        assert row[0] is first and row[2] is second and torch.equal(row[1], torch.zeros(3, 4, 6))  # black: not scored
+    if clips > 1:
+        assert torch.equal(strip.rows[1][0], torch.zeros(3, 4, 6)) and strip.rows[1][1] is first
+    assert strip.save(tmp_path / "strip.png") is (clips > 0)
+    assert (tmp_path / "strip.png").is_file() is (clips > 0)

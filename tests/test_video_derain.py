@@ -8,7 +8,6 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -38,14 +37,6 @@ from sapnet.video import (
 pytestmark = pytest.mark.usefixtures("one_thread", "one_cv2_thread")
 
 H, W = 48, 64
-
-
-@pytest.fixture(scope="module")
-def one_cv2_thread() -> Iterator[None]:
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    yield
-    cv2.setNumThreads(before)
 
 
 def noise_texture(h: int, w: int, seed: int) -> torch.Tensor:

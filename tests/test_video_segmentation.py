@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -16,24 +15,15 @@ from PIL import Image
 
 import sapnet
 from sapnet.cli.main import main
-from sapnet.data import write_image
 from sapnet.downstream import ClassMap, evaluate_video_segmentation, segmentation_scores
 from sapnet.evaluation import CLEAN, RAINY, Method, find_clips
 from sapnet.metrics import label_instability_per_frame
-from sapnet.video import read_frames, render_clip
+from sapnet.video import read_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread", "one_cv2_thread")
 
 W, H, N = 64, 48, 3
 THREE = ClassMap("three", ("dark", "bright", "spare"))
-
-
-@pytest.fixture(scope="module")
-def one_cv2_thread() -> Iterator[None]:
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    yield
-    cv2.setNumThreads(before)
 
 
 class ThresholdSegmenter:
@@ -50,32 +40,13 @@ class ThresholdSegmenter:
 
 
 @pytest.fixture(scope="module")
-def model() -> sapnet.DerainNet:
-    torch.manual_seed(0)
-    return sapnet.create_model("prenet", stages=2, channels=8).eval()
-
-
-@pytest.fixture(scope="module")
-def ckpt(model: sapnet.DerainNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    sapnet.save_model(model, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def clips(tmp_path_factory: pytest.TempPathFactory, write_pan_clip: Callable[..., None]) -> Path:
     """Three clips of 3 frames, 64x48, a camera panning over one photo: ``a`` with ``clean/`` (pseudo ground
     truth), ``b`` with ``clean/`` and ``masks/`` (the threshold segmenter's labels of the clean frames, one pixel
     set to the unknown value 9), ``c`` with ``rain/`` only."""
     root = tmp_path_factory.mktemp("clips")
-    photo = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 164, 164, generator=torch.Generator().manual_seed(1)), 5, 1)
-    photo = ((photo[0] - 0.5) * 3 + 0.5).clamp(0, 1)
     for name, seed in (("a", 0), ("b", 1), ("c", 2)):
-        rainy, clean = render_clip(photo, "pan", size=(W, H), frames=N, preset="light", seed=seed)
-        for i in range(N):
-            write_image(rainy[i], root / name / "rain" / f"frame_{i + 1:06d}.png")
-            if name != "c":
-                write_image(clean[i], root / name / "clean" / f"frame_{i + 1:06d}.png")
+        write_pan_clip(root / name, seed, size=(W, H), frames=N, clean=name != "c")
     (root / "b" / "masks").mkdir()
     for i, frame in enumerate(read_frames(root / "b" / "clean")):
         mask = ThresholdSegmenter()(frame).numpy().astype(np.uint8)

@@ -346,17 +346,54 @@ def _clip_options_problem(args: argparse.Namespace) -> str | None:
     return f"{', '.join(flags)} apply to clips: --task segmentation --clips DIR"
 
 
+def _fail(message: str) -> int:
+    """Say ``sapnet evaluate: <message>`` on stderr; returns the exit status of a refused command, 2."""
+    print(f"sapnet evaluate: {message}", file=sys.stderr)
+    return 2
+
+
+def _log(message: str) -> None:
+    """Where the evaluations' messages (methods and clips skipped, and why) go: stderr."""
+    print(message, file=sys.stderr)
+
+
+def _print_files(files: Mapping[str, Path]) -> None:
+    """Print each file written, ``<kind>: <path>``."""
+    for kind, path in files.items():
+        print(f"{kind}: {path}")
+
+
+def _warn_if_random(model: object, weights: str) -> None:
+    """Say on stderr that a torchvision detector or segmenter made with ``--weights random`` tests the plumbing
+    only."""
+    from sapnet.downstream import TorchvisionDetector, TorchvisionSegmenter
+
+    if weights == "random" and isinstance(model, (TorchvisionDetector, TorchvisionSegmenter)):
+        print(f"warning: {model!r} has RANDOM weights: the scores test the plumbing only", file=sys.stderr)
+
+
+def _clip_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments that ``--task video`` (:func:`sapnet.evaluation.evaluate_video`) and ``--task
+    segmentation --clips`` (:func:`sapnet.downstream.evaluate_video_segmentation`) take alike from ``args``."""
+    return {
+        "window": args.window,
+        "frames": args.frames,
+        "device": args.device,
+        "tile": args.tile,
+        "strip_clips": args.grid_images,
+        "log": _log,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     """``--task restoration`` (:func:`run_restoration`), a downstream task (:func:`run_downstream`) or ``video``
     (:func:`run_video`); options of the other tasks exit 2."""
     if args.video and args.task not in (None, VIDEO):
-        print(f"sapnet evaluate: --video is --task video, not --task {args.task}", file=sys.stderr)
-        return 2
+        return _fail(f"--video is --task video, not --task {args.task}")
     args.task = VIDEO if args.video else args.task or RESTORATION
     unused = _unused_options(args) or _clip_options_problem(args)
     if unused is not None:
-        print(f"sapnet evaluate: {unused}", file=sys.stderr)
-        return 2
+        return _fail(unused)
     _apply_task_options(args)
     if args.task == RESTORATION:
         return run_restoration(args)
@@ -366,18 +403,15 @@ def run(args: argparse.Namespace) -> int:
 def run_restoration(args: argparse.Namespace) -> int:
     """``--task restoration``: one table, methods x datasets, of PSNR / SSIM / BRISQUE."""
     if not args.datasets:
-        print("sapnet evaluate: --dataset is required (a benchmark folder, NAME=DIR)", file=sys.stderr)
-        return 2
+        return _fail("--dataset is required (a benchmark folder, NAME=DIR)")
     try:
         check_metrics(args.metrics)
     except ValueError as e:
-        print(f"sapnet evaluate: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     try:
         images = read_name_list(args.images) if args.images is not None else None
     except (OSError, ValueError) as e:
-        print(f"sapnet evaluate: --images: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"--images: {e}")
     result = evaluate(
         args.models,
         args.datasets,
@@ -389,12 +423,11 @@ def run_restoration(args: argparse.Namespace) -> int:
         grid_images=args.grid_images,
         limit=args.limit,
         images=images,
-        log=lambda message: print(message, file=sys.stderr),
+        log=_log,
     )
     print(result.files["md"].read_text())
     print(f"model time {result.model_seconds:.1f} s, metric time {result.metric_seconds:.1f} s")
-    for kind, path in result.files.items():
-        print(f"{kind}: {path}")
+    _print_files(result.files)
     skipped = any(r.skipped for r in result.records)
     return 1 if skipped else 0
 
@@ -409,8 +442,6 @@ def run_downstream(args: argparse.Namespace) -> int:
         ModelUnavailableError,
         RandomModelWarning,
         Segmenter,
-        TorchvisionDetector,
-        TorchvisionSegmenter,
         create_detector,
         create_segmenter,
         evaluate_downstream,
@@ -419,16 +450,12 @@ def run_downstream(args: argparse.Namespace) -> int:
     )
     from sapnet.evaluation import parse_dataset
 
-    def fail(message: str) -> int:
-        print(f"sapnet evaluate: {message}", file=sys.stderr)
-        return 2
-
     if args.clips is not None:
         return run_video_segmentation(args)
     if len(args.datasets) > 1:
-        return fail(f"--task {args.task} scores one dataset at a time, got {len(args.datasets)}")
+        return _fail(f"--task {args.task} scores one dataset at a time, got {len(args.datasets)}")
     if args.rain not in RAIN_PRESETS:
-        return fail(str(UnknownPresetError(args.rain)))
+        return _fail(str(UnknownPresetError(args.rain)))
     pseudo_gt = args.pseudo_gt
     if args.datasets:
         spec = parse_dataset(args.datasets[0])
@@ -468,9 +495,8 @@ def run_downstream(args: argparse.Namespace) -> int:
                     num_classes=class_map.num_classes if class_map is not None and args.weights == "random" else None,
                 )
     except (DatasetError, AnnotationError, ModelUnavailableError, ValueError) as e:
-        return fail(str(e))
-    if args.weights == "random" and isinstance(model, (TorchvisionDetector, TorchvisionSegmenter)):
-        print(f"warning: {model!r} has RANDOM weights: the scores test the plumbing only", file=sys.stderr)
+        return _fail(str(e))
+    _warn_if_random(model, args.weights)
     try:
         result = evaluate_downstream(
             data,
@@ -483,14 +509,13 @@ def run_downstream(args: argparse.Namespace) -> int:
             device=args.device,
             tile=args.tile,
             grid_images=args.grid_images,
-            log=lambda message: print(message, file=sys.stderr),
+            log=_log,
         )
     except ValueError as e:
-        return fail(str(e))
+        return _fail(str(e))
     print(result.markdown())
     print(", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
-    for kind, path in result.files.items():
-        print(f"{kind}: {path}")
+    _print_files(result.files)
     return 1 if result.problems or result.images == 0 else 0
 
 
@@ -499,16 +524,12 @@ def run_video(args: argparse.Namespace) -> int:
     from sapnet.data import DatasetError
     from sapnet.evaluation import check_video_metrics, evaluate_video
 
-    def fail(message: str) -> int:
-        print(f"sapnet evaluate: {message}", file=sys.stderr)
-        return 2
-
     if args.datasets:
-        return fail("--task video scores --clips DIR (a folder of clips or one clip), not --dataset")
+        return _fail("--task video scores --clips DIR (a folder of clips or one clip), not --dataset")
     if args.limit is not None:
-        return fail("--task video does not use --limit: --frames N scores the first N frames of each clip")
+        return _fail("--task video does not use --limit: --frames N scores the first N frames of each clip")
     if args.clips is None:
-        return fail("--task video needs --clips DIR (a folder of clips, <clip>/rain/ and optional <clip>/clean/)")
+        return _fail("--task video needs --clips DIR (a folder of clips, <clip>/rain/ and optional <clip>/clean/)")
     try:
         check_video_metrics(args.metrics)
         result = evaluate_video(
@@ -517,18 +538,12 @@ def run_video(args: argparse.Namespace) -> int:
             args.modes,
             args.metrics,
             args.out,
-            window=args.window,
-            frames=args.frames,
-            device=args.device,
-            tile=args.tile,
-            strip_clips=args.grid_images,
-            log=lambda message: print(message, file=sys.stderr),
+            **_clip_options(args),
         )
     except (DatasetError, ValueError) as e:
-        return fail(str(e))
+        return _fail(str(e))
     print(result.markdown)
-    for kind, path in result.files.items():
-        print(f"{kind}: {path}")
+    _print_files(result.files)
     return 1 if result.skipped else 0
 
 
@@ -539,15 +554,10 @@ def run_video_segmentation(args: argparse.Namespace) -> int:
     from sapnet.downstream import (
         ModelUnavailableError,
         RandomModelWarning,
-        TorchvisionSegmenter,
         create_segmenter,
         evaluate_video_segmentation,
         load_class_map,
     )
-
-    def fail(message: str) -> int:
-        print(f"sapnet evaluate: {message}", file=sys.stderr)
-        return 2
 
     try:
         class_map = load_class_map(args.class_map)
@@ -560,9 +570,8 @@ def run_video_segmentation(args: argparse.Namespace) -> int:
                 num_classes=class_map.num_classes if args.weights == "random" and not args.pseudo_gt else None,
             )
     except (ModelUnavailableError, ValueError) as e:
-        return fail(str(e))
-    if args.weights == "random" and isinstance(segmenter, TorchvisionSegmenter):
-        print(f"warning: {segmenter!r} has RANDOM weights: the scores test the plumbing only", file=sys.stderr)
+        return _fail(str(e))
+    _warn_if_random(segmenter, args.weights)
     try:
         result = evaluate_video_segmentation(
             args.clips,
@@ -572,16 +581,10 @@ def run_video_segmentation(args: argparse.Namespace) -> int:
             args.out,
             class_map=class_map,
             pseudo_gt=args.pseudo_gt,
-            window=args.window,
-            frames=args.frames,
-            device=args.device,
-            tile=args.tile,
-            strip_clips=args.grid_images,
-            log=lambda message: print(message, file=sys.stderr),
+            **_clip_options(args),
         )
     except (DatasetError, ValueError) as e:
-        return fail(str(e))
+        return _fail(str(e))
     print(result.markdown)
-    for kind, path in result.files.items():
-        print(f"{kind}: {path}")
+    _print_files(result.files)
     return 1 if result.skipped or result.problems else 0

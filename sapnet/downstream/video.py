@@ -24,9 +24,9 @@ from __future__ import annotations
 import csv
 import math
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -41,25 +41,28 @@ from sapnet.downstream.metrics import segmentation_scores
 from sapnet.downstream.models import Segmenter
 from sapnet.downstream.targets import ClassMap, MaskError, read_mask
 from sapnet.downstream.tasks import SegmentationTask
-from sapnet.evaluation.grid import comparison_grid
 from sapnet.evaluation.methods import Method
-from sapnet.evaluation.runner import RAINY
 from sapnet.evaluation.tables import write_tables
 from sapnet.evaluation.video import (
-    CLEAN,
     DEFAULT_VIDEO_MODES,
     SECONDS_PER_FRAME,
     Clip,
+    ClipVersion,
+    PerFrameWriter,
+    VersionStrip,
+    VideoEvaluationResult,
     VideoRow,
     check_video_modes,
+    clip_frame_count,
     derained_frames,
     find_clips,
-    video_derainers,
-    video_methods,
+    score_version,
+    skip_clip,
     video_table,
+    video_versions,
 )
 from sapnet.metrics import LabelInstability, MetricSpec
-from sapnet.video import DEFAULT_WINDOW, MODES, FrameReadWarning, VideoDerainer, probe, read_frames
+from sapnet.video import DEFAULT_WINDOW, MODES, read_frames
 
 __all__ = [
     "INSTABILITY",
@@ -77,35 +80,13 @@ frame of the derainers, :data:`sapnet.evaluation.SECONDS_PER_FRAME`)."""
 
 
 @dataclass
-class VideoSegmentationResult:
-    """What :func:`evaluate_video_segmentation` measured: the rows (``Rainy``, each method / mode, ``Clean``; a
-    row's ``values`` are means over clips, ``frames`` the frames segmented), the clips, the Markdown table with its
-    notes, the problems seen and the files written (``md``, ``csv``, ``json``, ``per_frame``, ``per_clip``,
-    ``strip``)."""
+class VideoSegmentationResult(VideoEvaluationResult):
+    """What :func:`evaluate_video_segmentation` measured: as :class:`~sapnet.evaluation.VideoEvaluationResult`
+    (the rows: ``Rainy``, each method / mode, ``Clean``; a row's ``values`` are means over clips, ``frames`` the
+    frames segmented), with the problems seen; the files written are ``md``, ``csv``, ``json``, ``per_frame``,
+    ``per_clip`` and ``strip``."""
 
-    rows: list[VideoRow]
-    clips: list[Clip]
-    markdown: str = ""
     problems: list[str] = field(default_factory=list)
-    files: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def skipped(self) -> bool:
-        """Whether some clip or version was not scored."""
-        return any(row.skipped for row in self.rows)
-
-
-@dataclass
-class _Version:
-    row: VideoRow
-    derainer: VideoDerainer | None = None
-    clean: bool = False
-    sums: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def add_seconds(self, seconds: float) -> None:
-        self.seconds += seconds
 
 
 @dataclass
@@ -145,12 +126,7 @@ def _clip_truth(
     clip: Clip, pseudo_gt: bool, class_map: ClassMap | None, num_classes: int, unknown_values: dict[int, int]
 ) -> tuple[_Truth, int]:
     """The clip's ground truth and its frame count; ``DatasetError`` where its folders disagree in length."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FrameReadWarning)  # an error when the frames are read
-        count = probe(clip.rain).frames or 0
-        clean = None if clip.clean is None else probe(clip.clean).frames
-    if clean is not None and clean != count:
-        raise DatasetError(f"{clip.rain} has {count} frames, {clip.clean} {clean}")
+    count = clip_frame_count(clip)
     if clip.masks is not None and not pseudo_gt:
         masks = list_images(clip.masks)
         if len(masks) != count:
@@ -161,10 +137,10 @@ def _clip_truth(
 
 
 def _score_version(
-    version: _Version, clip: Clip, count: int, segmenter: Segmenter, truth: _Truth, step: Callable[[], object]
+    version: ClipVersion, clip: Clip, count: int, segmenter: Segmenter, truth: _Truth, step: Callable[[], object]
 ) -> tuple[list[dict[str, float]], torch.Tensor]:
-    """Segment the frames of one version of one clip: per frame ``{"frame", "miou", "mpa", "instability"}`` (the
-    scores that apply) and the first frame with its labels drawn. Raises what reading or scoring raises."""
+    """Segment the frames of one version of one clip: per frame ``{"miou", "mpa", "instability"}`` (the scores
+    that apply) and the first frame with its labels drawn. Raises what reading or scoring raises."""
     num_classes = len(segmenter.classes)
     flow_frames = islice(read_frames(clip.clean if clip.clean is not None else clip.rain), count)
     instability = LabelInstability()
@@ -172,7 +148,7 @@ def _score_version(
     first: torch.Tensor | None = None
     for index, frame in enumerate(_frames(version, clip, count)):
         labels = segmenter(frame).cpu()
-        row: dict[str, float] = {"frame": index}
+        row: dict[str, float] = {}
         target = truth.target(index, labels, version.clean)
         if target is not None:
             scores = segmentation_scores(labels, target, num_classes)
@@ -192,7 +168,7 @@ def _score_version(
     return rows, first
 
 
-def _frames(version: _Version, clip: Clip, limit: int | None) -> Iterator[torch.Tensor]:
+def _frames(version: ClipVersion, clip: Clip, limit: int | None) -> Iterator[torch.Tensor]:
     """The frames of ``version`` of ``clip`` that the segmenter sees, in order."""
     if version.clean:
         assert clip.clean is not None
@@ -266,75 +242,57 @@ def evaluate_video_segmentation(
                 f"{segmenter.name} predicts {num_classes} classes but the class map {class_map.name} has "
                 f"{class_map.num_classes}"
             )
-    methods, failed = video_methods(models, log)
-    derainers, refused = video_derainers(methods, modes, log, window=window, tile=tile, device=device)
-    failed += refused
-    versions = [_Version(VideoRow(RAINY)), *(_Version(row, derainer) for row, derainer in derainers)]
-    if any(c.clean is not None for c in clip_list):
-        versions.append(_Version(VideoRow(CLEAN), clean=True))
+    methods, versions, failed = video_versions(models, modes, clip_list, log, window=window, tile=tile, device=device)
 
     problems: list[str] = []
     unknown_values: dict[int, int] = {}
-    per_frame_rows: list[dict[str, object]] = []
+    keys = [spec.key for spec in VIDEO_SEGMENTATION_METRICS]
+    per_frame = None if out is None else PerFrameWriter(out / "per_frame.csv", keys)
     per_clip_rows: list[dict[str, object]] = []
-    strip: list[list[torch.Tensor]] = []
+    strip = VersionStrip(versions, strip_clips)
     truth_kinds: dict[str, int] = {"masks": 0, "pseudo": 0, "none": 0}
-
-    for clip in clip_list:
-        try:
-            truth, count = _clip_truth(clip, pseudo_gt, class_map, num_classes, unknown_values)
-        except (DatasetError, ImageReadError, OSError) as e:
-            log(f"skipping clip {clip.name}: {e}")
-            for v in versions:
-                v.row.skipped.append((clip.name, str(e)))
-            continue
-        count = count if frames is None else min(count, frames)
-        active = [v for v in versions if not v.clean or clip.clean is not None]
-        active.sort(key=lambda v: not v.clean)  # the clean frames first: their labels are the pseudo ground truth
-        truth_kinds[truth.kind] += 1
-        if truth.kind == "none":
-            problems.append(f"{clip.name}: no masks/ and no clean/: no mIoU / mPA, label instability only")
-            log(problems[-1])
-        firsts: dict[int, torch.Tensor] = {}
-        with tqdm(total=count * len(active), desc=clip.name, unit="frame", disable=not progress) as bar:
-            for v in active:
-                if truth.kind == "pseudo" and not v.clean and not truth.pseudo:
-                    v.row.skipped.append((clip.name, "no pseudo ground truth: the clean frames were not segmented"))
-                    continue
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("error", FrameReadWarning)  # frames must stay aligned
-                        rows, first = _score_version(v, clip, count, segmenter, truth, lambda: bar.update(1))
-                # ValueError: a mask (MaskError) or frame that cannot be used, labels outside the segmenter's classes
-                except (DatasetError, ImageReadError, FrameReadWarning, OSError, RuntimeError, ValueError) as e:
-                    log(f"skipping {v.row.label} on clip {clip.name}: {e}")
-                    v.row.skipped.append((clip.name, str(e)))
-                    if v.clean:
-                        truth.pseudo.clear()
-                    continue
-                firsts[versions.index(v)] = first
-                v.row.clips += 1
-                v.row.frames += len(rows)
-                means = {
-                    spec.key: _mean([r[spec.key] for r in rows if spec.key in r]) for spec in VIDEO_SEGMENTATION_METRICS
-                }
-                for key, mean in means.items():
-                    if mean is not None:
-                        v.sums[key] = v.sums.get(key, 0.0) + mean
-                        v.counts[key] = v.counts.get(key, 0) + 1
-                ident = {"method": v.row.method, "mode": v.row.mode, "clip": clip.name}
-                per_frame_rows.extend({**ident, **r} for r in rows)
-                per_clip_rows.append(
-                    {**ident, "frames": len(rows), **{k: m for k, m in means.items() if m is not None}}
-                )
-        if firsts and len(strip) < strip_clips:
-            blank = torch.zeros_like(next(iter(firsts.values())))
-            strip.append([firsts.get(i, blank) for i in range(len(versions))])
+    try:
+        for clip in clip_list:
+            try:
+                truth, count = _clip_truth(clip, pseudo_gt, class_map, num_classes, unknown_values)
+            except (DatasetError, ImageReadError, OSError) as e:
+                skip_clip(versions, clip, str(e), log)
+                continue
+            count = count if frames is None else min(count, frames)
+            active = [v for v in versions if v.applies_to(clip)]
+            active.sort(key=lambda v: not v.clean)  # the clean frames first: their labels are the pseudo ground truth
+            truth_kinds[truth.kind] += 1
+            if truth.kind == "none":
+                problems.append(f"{clip.name}: no masks/ and no clean/: no mIoU / mPA, label instability only")
+                log(problems[-1])
+            with tqdm(total=count * len(active), desc=clip.name, unit="frame", disable=not progress) as bar:
+                for v in active:
+                    if truth.kind == "pseudo" and not v.clean and not truth.pseudo:
+                        v.row.skipped.append((clip.name, "no pseudo ground truth: the clean frames were not segmented"))
+                        continue
+                    # skipped on a ValueError too: an unusable mask (MaskError) or frame, labels outside the classes
+                    score = partial(_score_version, v, clip, count, segmenter, truth, bar.update)
+                    scored = score_version(v, clip, score, log)
+                    if scored is None:
+                        if v.clean:
+                            truth.pseudo.clear()
+                        continue
+                    rows, first = scored
+                    strip.add(v, first)
+                    means = {key: _mean([r[key] for r in rows if key in r]) for key in keys}
+                    kept = {k: m for k, m in means.items() if m is not None}
+                    v.add(kept)
+                    if per_frame is not None:
+                        per_frame.write_clip(v, clip, rows)
+                    ident = {"method": v.row.method, "mode": v.row.mode, "clip": clip.name}
+                    per_clip_rows.append({**ident, "frames": len(rows), **kept})
+            strip.end_clip()
+    finally:
+        if per_frame is not None:
+            per_frame.close()
 
     for v in versions:
-        v.row.values = {k: v.sums[k] / n for k, n in v.counts.items() if n}
-        if v.derainer is not None and v.row.frames:
-            v.row.values[SECONDS_PER_FRAME.key] = v.seconds / v.row.frames
+        v.row.values = v.means()
     if unknown_values:
         text = ", ".join(f"{value} ({n} px)" for value, n in sorted(unknown_values.items()))
         problems.append(f"mask values outside the class map, ignored: {text}")
@@ -344,20 +302,17 @@ def evaluate_video_segmentation(
     markdown = _markdown(segmenter, table, rows_all, clip_list, truth_kinds, modes, methods, window, frames, class_map)
     if problems:
         markdown += "\nProblems:\n" + "".join(f"- {p}\n" for p in problems)
-    result = VideoSegmentationResult(rows_all, clip_list, markdown, problems)
+    result = VideoSegmentationResult(rows_all, clip_list, markdown, problems=problems)
     if out is not None:
         result.files.update(write_tables(out, markdown, csv_rows, data))
-        keys = [spec.key for spec in VIDEO_SEGMENTATION_METRICS]
-        fields = ["method", "mode", "clip", "frame", *keys]
-        for name, records in (("per_frame", per_frame_rows), ("per_clip", per_clip_rows)):
-            path = out / f"{name}.csv"
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fields if name == "per_frame" else [*fields[:3], "frames", *keys])
-                writer.writeheader()
-                writer.writerows(records)
-            result.files[name] = path
-        if strip:
-            comparison_grid(strip, [v.row.label for v in versions]).save(out / "strip.png")
+        assert per_frame is not None
+        result.files["per_frame"] = per_frame.path
+        result.files["per_clip"] = out / "per_clip.csv"
+        with result.files["per_clip"].open("w", newline="") as f:
+            writer = csv.DictWriter(f, ["method", "mode", "clip", "frames", *keys])
+            writer.writeheader()
+            writer.writerows(per_clip_rows)
+        if strip.save(out / "strip.png"):
             result.files["strip"] = out / "strip.png"
     return result
 

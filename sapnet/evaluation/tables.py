@@ -136,15 +136,18 @@ def write_records(
 
 
 class PerImageWriter:
-    """``per_image.csv`` written as the scores come: columns ``method, dataset, image, <metric>...``, one row per
-    (method, image), flushed after each row so that an interrupted run keeps what it measured.
+    """``per_image.csv`` written as the scores come: columns ``method, dataset, image, <metric>...`` (``keys``
+    in place of ``method, dataset, image`` where given), one row per (method, image), flushed after each row so
+    that an interrupted run keeps what it measured.
 
     The file is created with its header at construction; :meth:`close` it (or use the writer as a context manager).
     """
 
-    def __init__(self, path: Path, metrics: Sequence[str]) -> None:
+    def __init__(
+        self, path: Path, metrics: Sequence[str], *, keys: Sequence[str] = ("method", "dataset", "image")
+    ) -> None:
         self.path = path
-        self.fields = ["method", "dataset", "image", *metrics]
+        self.fields = [*keys, *metrics]
         self.rows = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("w", newline="")

@@ -15,14 +15,14 @@ frames). The table's values are means over all frames (or frame pairs) of all cl
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from sapnet.data.listing import natural_sort_key
 from sapnet.evaluation.grid import comparison_grid
 from sapnet.evaluation.methods import Method, resolve_methods
 from sapnet.evaluation.runner import RAINY
-from sapnet.evaluation.tables import ARROWS, format_value, markdown_table, write_tables
+from sapnet.evaluation.tables import ARROWS, PerImageWriter, format_value, markdown_table, write_tables
 from sapnet.metrics import METRICS, TOF, Flicker, MetricSpec, WarpingError
 from sapnet.video import DEFAULT_WINDOW, MODES, FrameReadWarning, VideoDerainer, probe, read_frames
 
@@ -47,16 +47,23 @@ __all__ = [
     "SECONDS_PER_FRAME",
     "VIDEO_METRICS",
     "Clip",
+    "ClipVersion",
+    "PerFrameWriter",
+    "VersionStrip",
     "VideoEvaluationResult",
     "VideoRow",
     "check_video_metrics",
     "check_video_modes",
+    "clip_frame_count",
     "derained_frames",
     "evaluate_video",
     "find_clips",
+    "score_version",
+    "skip_clip",
     "video_derainers",
     "video_methods",
     "video_table",
+    "video_versions",
 ]
 
 CLEAN = "Clean"
@@ -192,19 +199,41 @@ class VideoEvaluationResult:
         return any(row.skipped for row in self.rows)
 
 
-@dataclass
-class _Version:
-    """A version of each clip that becomes a row: the rainy frames, the clean ones, or a derainer's output."""
+@dataclass(eq=False)
+class ClipVersion:
+    """A version of each clip that becomes a row of a video table: the rainy frames (no ``derainer``, not
+    ``clean``), the clean frames themselves (``clean``) or a derainer's output; with the running sums and counts
+    of its values (metric key -> sum, number of values summed) and the derainer's seconds."""
 
     row: VideoRow
     derainer: VideoDerainer | None = None
-    clean: bool = False  # the clean frames themselves
+    clean: bool = False
     sums: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     def add_seconds(self, seconds: float) -> None:
+        """Count ``seconds`` more of the derainer's time (the ``timing`` of :func:`derained_frames`)."""
         self.seconds += seconds
+
+    def add(self, values: Mapping[str, float]) -> None:
+        """Add one value per metric key (a frame's values, or a clip's means) to the running sums."""
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        """The row's values: the mean of each key added, and :data:`SECONDS_PER_FRAME` (the derainer's seconds
+        over ``row.frames``) for a derainer that ran."""
+        values = {k: self.sums[k] / n for k, n in self.counts.items() if n}
+        if self.derainer is not None and self.row.frames:
+            values[SECONDS_PER_FRAME.key] = self.seconds / self.row.frames
+        return values
+
+    def applies_to(self, clip: Clip) -> bool:
+        """Whether ``clip`` has this version: every clip has its rainy and derained ones, the clean one needs
+        ``clean/``."""
+        return not self.clean or clip.clean is not None
 
 
 def _label_spec(spec: str) -> tuple[str, str]:
@@ -273,6 +302,131 @@ def video_derainers(
     return derainers, failed
 
 
+def video_versions(
+    models: Sequence[str | Method],
+    modes: Sequence[str],
+    clips: Sequence[Clip],
+    log: Callable[[str], None],
+    *,
+    window: int | None = None,
+    tile: int | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[list[Method], list[ClipVersion], list[VideoRow]]:
+    """The methods of ``models`` (:func:`video_methods`), the versions to score (``Rainy``, each method in each
+    of ``modes`` it runs in (:func:`video_derainers`), ``Clean`` where some clip of ``clips`` has ``clean/``), and
+    the skipped rows of the methods that do not load and of the (method, mode) pairs a mode refuses.
+
+    Raises:
+        ValueError: as :func:`video_derainers`.
+    """
+    methods, failed = video_methods(models, log)
+    derainers, refused = video_derainers(methods, modes, log, window=window, tile=tile, device=device)
+    versions = [ClipVersion(VideoRow(RAINY)), *(ClipVersion(row, derainer) for row, derainer in derainers)]
+    if any(c.clean is not None for c in clips):
+        versions.append(ClipVersion(VideoRow(CLEAN), clean=True))
+    return methods, versions, failed + refused
+
+
+def clip_frame_count(clip: Clip) -> int:
+    """The frames of ``clip``: :func:`sapnet.video.probe` of ``rain/`` (unreadable frames count; reading them is
+    an error later).
+
+    Raises:
+        DatasetError: ``clean/`` holds another number of frames; what probing raises (``DatasetError``,
+            ``ImageReadError``, ``OSError``).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FrameReadWarning)  # an error when the frames are read
+        count = probe(clip.rain).frames or 0
+        clean_count = None if clip.clean is None else probe(clip.clean).frames
+    if clean_count is not None and clean_count != count:
+        raise DatasetError(f"{clip.rain} has {count} frames, {clip.clean} {clean_count}")
+    return count
+
+
+def skip_clip(versions: Iterable[ClipVersion], clip: Clip, reason: str, log: Callable[[str], None]) -> None:
+    """Log that ``clip`` is skipped and why, and list it as skipped in the row of every version."""
+    log(f"skipping clip {clip.name}: {reason}")
+    for v in versions:
+        v.row.skipped.append((clip.name, reason))
+
+
+_SCORING_ERRORS = (DatasetError, ImageReadError, FrameReadWarning, OSError, RuntimeError, ValueError)
+
+
+def score_version(
+    version: ClipVersion,
+    clip: Clip,
+    score: Callable[[], tuple[list[dict[str, float]], torch.Tensor]],
+    log: Callable[[str], None],
+) -> tuple[list[dict[str, float]], torch.Tensor] | None:
+    """Run ``score`` (one version of one clip: its per-frame values and the frame that shows it in the strip)
+    with an unreadable frame an error (the frames of the versions must stay aligned), and count the clip and its
+    frames in the version's row. ``None`` where ``score`` raised a reading or scoring error (``DatasetError``,
+    ``ImageReadError``, ``FrameReadWarning``, ``OSError``, ``RuntimeError``, ``ValueError``): it is logged and
+    the clip listed as skipped in the row."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FrameReadWarning)  # frames must stay aligned
+            values, first = score()
+    except _SCORING_ERRORS as e:
+        log(f"skipping {version.row.label} on clip {clip.name}: {e}")
+        version.row.skipped.append((clip.name, str(e)))
+        return None
+    version.row.clips += 1
+    version.row.frames += len(values)
+    return values, first
+
+
+class PerFrameWriter(PerImageWriter):
+    """``per_frame.csv`` written as the clips are scored: columns ``method, mode, clip, frame`` (0-based) and
+    ``metrics``, one row per frame of each version of each clip (empty where a frame has no value), flushed after
+    each row. Created with its header at construction; :meth:`close` it (or use it as a context manager)."""
+
+    def __init__(self, path: Path, metrics: Sequence[str]) -> None:
+        super().__init__(path, metrics, keys=("method", "mode", "clip", "frame"))
+
+    def write_clip(self, version: ClipVersion, clip: Clip, values: Sequence[Mapping[str, float]]) -> None:
+        """Append a row per frame of ``version`` of ``clip``: ``values[i]`` holds the values of frame ``i``."""
+        for index, frame_values in enumerate(values):
+            row = {"method": version.row.method, "mode": version.row.mode, "clip": clip.name, "frame": index}
+            self.write({**row, **frame_values})
+
+
+class VersionStrip:
+    """The rows of ``strip.png`` (:func:`sapnet.evaluation.comparison_grid`): for each of the first ``clips``
+    clips on which some version was scored, a frame per version of ``versions`` (float (3, H, W) in [0, 1]; black
+    for a version not scored on that clip), titled with the versions' labels."""
+
+    def __init__(self, versions: Sequence[ClipVersion], clips: int) -> None:
+        self.versions = list(versions)
+        self.clips = clips
+        self.rows: list[list[torch.Tensor]] = []
+        self._frames: dict[int, torch.Tensor] = {}  # the current clip's, by index in versions
+
+    def add(self, version: ClipVersion, frame: torch.Tensor) -> None:
+        """Give the frame that shows ``version`` (one of ``versions``) on the current clip."""
+        self._frames[self.versions.index(version)] = frame
+
+    def end_clip(self) -> bool:
+        """End the current clip, its row kept while the strip has fewer than ``clips``; returns whether a frame
+        of it was given."""
+        frames, self._frames = self._frames, {}
+        if not frames:
+            return False
+        if len(self.rows) < self.clips:
+            blank = torch.zeros_like(next(iter(frames.values())))
+            self.rows.append([frames.get(i, blank) for i in range(len(self.versions))])
+        return True
+
+    def save(self, path: Path) -> bool:
+        """Write the strip to ``path`` (PNG); returns whether there was one (no rows: nothing is written)."""
+        if not self.rows:
+            return False
+        comparison_grid(self.rows, [v.row.label for v in self.versions]).save(path)
+        return True
+
+
 def derained_frames(
     derainer: VideoDerainer, rainy: Iterable[torch.Tensor], timing: Callable[[float], None] | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -297,7 +451,7 @@ def derained_frames(
 
 
 def _score_clip(
-    version: _Version,
+    version: ClipVersion,
     clip: Clip,
     metrics: Sequence[str],
     limit: int | None,
@@ -353,13 +507,6 @@ def _score_clip(
     if first is None:
         raise DatasetError(f"{clip.rain}: no frames")
     return per_frame, first
-
-
-def _mean_values(version: _Version) -> dict[str, float]:
-    values = {k: version.sums[k] / n for k, n in version.counts.items() if n}
-    if version.derainer is not None and version.row.frames:
-        values[SECONDS_PER_FRAME.key] = version.seconds / version.row.frames
-    return values
 
 
 def _json_value(value: object) -> object:
@@ -445,77 +592,43 @@ def evaluate_video(
         clip_list = list(clips)
     else:
         clip_list = find_clips(clips)
-    methods, failed = video_methods(models, log)
-    derainers, refused = video_derainers(methods, modes, log, window=window, tile=tile, device=device)
-    failed += refused
-    versions = [_Version(VideoRow(RAINY)), *(_Version(row, derainer) for row, derainer in derainers)]
-    if any(c.clean is not None for c in clip_list):
-        versions.append(_Version(VideoRow(CLEAN), clean=True))
+    methods, versions, failed = video_versions(models, modes, clip_list, log, window=window, tile=tile, device=device)
 
-    per_frame_path = None if out is None else out / "per_frame.csv"
-    handle = None
-    writer = None
-    if per_frame_path is not None:
-        per_frame_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = per_frame_path.open("w", newline="")
-        writer = csv.DictWriter(handle, ["method", "mode", "clip", "frame", *metrics], restval="")
-        writer.writeheader()
+    per_frame = None if out is None else PerFrameWriter(out / "per_frame.csv", metrics)
     niqe_problems: dict[str, str] = {}
-    strip: list[list[torch.Tensor]] = []
+    strip = VersionStrip(versions, strip_clips)
     scored_clips = 0
     try:
         for clip in clip_list:
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FrameReadWarning)  # an error when the frames are read
-                    count = probe(clip.rain).frames or 0
-                    clean_count = None if clip.clean is None else probe(clip.clean).frames
-                if clean_count is not None and clean_count != count:
-                    raise DatasetError(f"{clip.rain} has {count} frames, {clip.clean} {clean_count}")
+                count = clip_frame_count(clip)
             except (DatasetError, ImageReadError, OSError) as e:
-                log(f"skipping clip {clip.name}: {e}")
-                for v in versions:
-                    v.row.skipped.append((clip.name, str(e)))
+                skip_clip(versions, clip, str(e), log)
                 continue
             count = count if frames is None else min(count, frames)
-            active = [v for v in versions if not v.clean or clip.clean is not None]
-            firsts: dict[int, torch.Tensor] = {}  # by index in versions
+            active = [v for v in versions if v.applies_to(clip)]
             with tqdm(total=count * len(active), desc=clip.name, unit="frame", disable=not progress) as bar:
                 for v in active:
-                    try:
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("error", FrameReadWarning)  # frames must stay aligned
-                            values, first = _score_clip(v, clip, metrics, frames, niqe_problems, lambda: bar.update(1))
-                    except (DatasetError, ImageReadError, FrameReadWarning, OSError, RuntimeError, ValueError) as e:
-                        log(f"skipping {v.row.label} on clip {clip.name}: {e}")
-                        v.row.skipped.append((clip.name, str(e)))
+                    score = partial(_score_clip, v, clip, metrics, frames, niqe_problems, bar.update)
+                    scored = score_version(v, clip, score, log)
+                    if scored is None:
                         continue
-                    v.row.clips += 1
-                    v.row.frames += len(values)
-                    for index, frame_values in enumerate(values):
-                        for key, value in frame_values.items():
-                            v.sums[key] = v.sums.get(key, 0.0) + value
-                            v.counts[key] = v.counts.get(key, 0) + 1
-                        if writer is not None:
-                            row = {"method": v.row.method, "mode": v.row.mode, "clip": clip.name, "frame": index}
-                            writer.writerow({**row, **frame_values})
-                    if handle is not None:
-                        handle.flush()
-                    firsts[versions.index(v)] = first
+                    values, first = scored
+                    for frame_values in values:
+                        v.add(frame_values)
+                    if per_frame is not None:
+                        per_frame.write_clip(v, clip, values)
+                    strip.add(v, first)
             if clip.name in niqe_problems:
                 log(f"{clip.name}: NIQE left out: {niqe_problems[clip.name]}")
-            if not firsts:
-                continue
-            scored_clips += 1
-            if len(strip) < strip_clips:
-                blank = torch.zeros_like(next(iter(firsts.values())))
-                strip.append([firsts.get(i, blank) for i in range(len(versions))])
+            if strip.end_clip():
+                scored_clips += 1
     finally:
-        if handle is not None:
-            handle.close()
+        if per_frame is not None:
+            per_frame.close()
 
     for v in versions:
-        v.row.values = _mean_values(v)
+        v.row.values = v.means()
     rows = [v.row for v in versions] + failed
     table, csv_rows, data = video_table(rows, [*(VIDEO_METRICS[m] for m in metrics), SECONDS_PER_FRAME])
     with_clean = sum(c.clean is not None for c in clip_list)
@@ -536,10 +649,8 @@ def evaluate_video(
     result = VideoEvaluationResult(rows, clip_list, "\n".join(lines) + "\n")
     if out is not None:
         result.files.update(write_tables(out, result.markdown, csv_rows, data))
-        assert per_frame_path is not None
-        result.files["per_frame"] = per_frame_path
-        if strip:
-            image = comparison_grid(strip, [v.row.label for v in versions])
-            image.save(out / "strip.png")
+        assert per_frame is not None
+        result.files["per_frame"] = per_frame.path
+        if strip.save(out / "strip.png"):
             result.files["strip"] = out / "strip.png"
     return result

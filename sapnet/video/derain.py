@@ -163,6 +163,7 @@ class TemporalDerainer:
     windowed: ClassVar[bool] = False
     """Whether the mode works over a centred window of frames (``window`` > 1 allowed, default
     :data:`DEFAULT_WINDOW`); the others take ``window=1`` only."""
+    _no_window: ClassVar[str] = "has no window"  # why a mode without a window refuses one, in its error
 
     def __init__(
         self,
@@ -179,6 +180,8 @@ class TemporalDerainer:
         if model is None and self.needs_model:
             raise ValueError(f"mode {self.name!r} needs a derain network: pass model= (only 'lowrank' works without)")
         self.model: torch.nn.Module | None = None if model is None else resolve_model(model)
+        if window != 1 and not self.windowed:
+            raise ValueError(f"mode {self.name!r} {self._no_window}: window must be 1, got {window}")
         self.window = window
         self.tile = tile
         if device is not None:
@@ -253,18 +256,7 @@ class FrameDerainer(TemporalDerainer):
     """``"frame"`` mode: the network on each frame alone (no window, no delay)."""
 
     name = "frame"
-
-    def __init__(
-        self,
-        model: ModelArg,
-        *,
-        window: int = 1,
-        tile: int | None = None,
-        device: torch.device | str | None = None,
-    ) -> None:
-        super().__init__(model, window=window, tile=tile, device=device)
-        if window != 1:
-            raise ValueError(f"mode 'frame' derains each frame alone: window must be 1, got {window}")
+    _no_window = "derains each frame alone"
 
     def _push(self, frame: torch.Tensor) -> list[torch.Tensor]:
         return [self.network(frame)]
@@ -571,6 +563,7 @@ class RecurrentDerainer(TemporalDerainer):
     """
 
     name = "recurrent"
+    _no_window = "carries a state from frame to frame"
 
     def __init__(
         self,
@@ -585,8 +578,6 @@ class RecurrentDerainer(TemporalDerainer):
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
     ) -> None:
         super().__init__(model, window=window, tile=tile, device=device)
-        if window != 1:
-            raise ValueError(f"mode 'recurrent' carries a state from frame to frame: window must be 1, got {window}")
         net = self.model
         problem = None if net is None else self.model_problem(net)
         if problem is not None:
