@@ -10,6 +10,7 @@ import os
 import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,6 +52,14 @@ def one_thread() -> Iterator[None]:
     OpenMP spinning). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
     with torch_threads(1):
         yield
+
+
+@pytest.fixture(scope="session")
+def ort() -> Any:
+    """The onnxruntime module; skips unless onnx, onnxscript (for the dynamo exporter) and onnxruntime import."""
+    for module in ("onnx", "onnxscript"):
+        pytest.importorskip(module, reason=f"{module} is not installed (pip install 'sapnet[deploy]')")
+    return pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'sapnet[deploy]')")
 
 
 @pytest.fixture
