@@ -34,7 +34,8 @@ from sapnet.deploy import (
     quantize_int8,
     read_metadata,
 )
-from sapnet.deploy.quantize import calibration_image
+from sapnet.deploy.graph import split_concat_convs
+from sapnet.deploy.quantize import calibration_image, int8_nodes
 from sapnet.hub import file_sha256
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -127,7 +128,54 @@ def test_static_export_takes_its_shape_only(ort: Any, net: sapnet.DerainNet, tmp
         sapnet.derain(torch.rand(3, 20, 30), report.path, backend="onnxruntime", tile=0)
 
 
+def test_graph_rewrites_leave_no_weight_slices_nor_reduce_means(exported: tuple[Path, str]) -> None:
+    import onnx
+
+    model = onnx.load(str(exported[0]))
+    ops = [node.op_type for node in model.graph.node]
+    assert "Slice" not in ops and "ReduceMean" not in ops and "GlobalAveragePool" in ops
+    assert all(
+        node.input[1] in {t.name for t in model.graph.initializer}
+        for node in model.graph.node
+        if node.op_type == "Conv"
+    )
+    assert not any(p.key == "pkg.torch.onnx.stack_trace" for node in model.graph.node for p in node.metadata_props)
+
+
+def test_split_concat_convs_keeps_the_values(exported: tuple[Path, str], tmp_path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(exported[0]))
+    concats = {out for node in model.graph.node if node.op_type == "Concat" for out in node.output}
+    fed = sum(node.op_type == "Conv" and node.input[0] in concats for node in model.graph.node)
+    assert fed == 1 + 1 + 4  # each stage's input convolution, the second stage's four LSTM gates
+    assert split_concat_convs(model) == fed
+    assert "Concat" not in {node.op_type for node in model.graph.node}
+    onnx.save(model, str(tmp_path / "split.onnx"))
+    x = check_input((1, 3, *SIZE), seed=4)
+    torch.testing.assert_close(run_file(tmp_path / "split.onnx", x), run_file(exported[0], x), rtol=0, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------------ int8
+
+
+def test_int8_nodes_keep_the_image_convolutions_and_the_lstm_float(exported: tuple[Path, str]) -> None:
+    import onnx
+
+    model = onnx.load(str(exported[0]))
+    split_concat_convs(model)
+    chosen = set(int8_nodes(model))
+    weights = {t.name: t for t in model.graph.initializer}
+    nodes = {node.name: node for node in model.graph.node}
+    assert {nodes[name].op_type for name in chosen} == {"Conv", "Mul", "Add", "Relu"}
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            dims = list(weights[node.input[1]].dims)
+            assert (node.name in chosen) == (dims[0] > 3 and dims[2:] != [1, 1]), node.input[1]
+    lstm_state = [
+        n for n in model.graph.node if n.op_type == "Mul" and any("cell" in p.value for p in n.metadata_props)
+    ]
+    assert lstm_state and not chosen & {n.name for n in lstm_state}
 
 
 def write_rainy_pngs(folder: Path, count: int, size: tuple[int, int] = (40, 48)) -> Path:
@@ -288,3 +336,9 @@ def test_cli_derain_with_the_onnxruntime_backend(
     assert np.abs(outputs["torch"] - outputs["ort"]).max() <= 1
     assert main(["derain", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--model", str(exported[0])]) == 2
     assert "run it with --backend onnxruntime" in capsys.readouterr().err
+
+
+def test_export_refuses_an_opset_below_18(net: sapnet.DerainNet, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="opset must be >= 18"):
+        export_onnx(net, tmp_path / "old.onnx", opset=17)
+    assert not (tmp_path / "old.onnx").exists()

@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "model", metavar="NAME_OR_CHECKPOINT", help="registry name, checkpoint file or save_pretrained folder"
     )
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.onnx", help="the ONNX file to write")
-    p.add_argument("--opset", type=_positive_int, metavar="N", help="ONNX opset (default: the exporter's, >= 18)")
+    p.add_argument("--opset", type=_positive_int, metavar="N", help="ONNX opset, 18 or newer (default: the exporter's)")
     p.add_argument(
         "--dynamic",
         action="store_true",

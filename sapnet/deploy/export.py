@@ -33,6 +33,7 @@ from sapnet.models.registry import find_weights_by_sha256
 __all__ = [
     "DEFAULT_EXPORT_SIZE",
     "INPUT_NAME",
+    "MIN_OPSET",
     "OUTPUT_NAME",
     "ExportReport",
     "check_input",
@@ -45,6 +46,9 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "derained"
 DEFAULT_EXPORT_SIZE = (321, 481)
 """(height, width) of a static export, and of the check input: a Rain100L image (landscape)."""
+
+MIN_OPSET = 18
+"""The lowest opset ``torch.onnx.export(dynamo=True)`` writes (it converts to lower ones, but not this graph)."""
 
 _DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 
@@ -118,11 +122,14 @@ def onnx_model(
             ``(batch, 3, *size)``.
         size: (height, width) of the example input (the fixed shape when not ``dynamic``).
         batch: batch size of the example input.
-        opset: ONNX opset (default: the exporter's).
+        opset: ONNX opset, at least :data:`MIN_OPSET` (default: the exporter's).
 
     Raises:
         ImportError: onnx or onnxscript is not installed.
+        ValueError: an opset below :data:`MIN_OPSET`, or one the exporter did not write.
     """
+    if opset is not None and opset < MIN_OPSET:
+        raise ValueError(f"opset must be >= {MIN_OPSET} (the lowest torch.onnx.export writes), got {opset}")
     import_onnx()
     net = _export_copy(model)
     example = check_input((batch, 3, *size))
@@ -141,6 +148,9 @@ def onnx_model(
         )
     assert program is not None
     proto = program.model_proto
+    written = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    if opset is not None and written != opset:
+        raise ValueError(f"asked for opset {opset}, the exporter wrote opset {written}")
     if dynamic:
         name_dynamic_axes(proto, _DYNAMIC_AXES)
     fold_constant_slices(proto)
@@ -258,7 +268,7 @@ def export_onnx(
         model: a network, a registry name, a checkpoint file or folder (as :func:`sapnet.load_model`), or
             ``None`` for :data:`sapnet.models.DEFAULT_MODEL`.
         path: the ``.onnx`` file to write (its folder is created).
-        opset: ONNX opset (default: the exporter's, 18 or newer).
+        opset: ONNX opset, 18 or newer (default: the exporter's).
         dynamic: batch, height and width free; else the file takes only ``(batch, 3, *size)``.
         size: (height, width) of the example and check input (default: Rain100L's 321 x 481).
         batch: batch size of the example and check input.

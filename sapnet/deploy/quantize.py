@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +20,14 @@ from sapnet.data.listing import list_images
 from sapnet.deploy.graph import read_metadata, set_metadata, split_concat_convs
 from sapnet.deploy.runtime import import_onnx, import_onnxruntime
 
-__all__ = ["CALIBRATION_SIZE", "CalibrationMethod", "ImageFolderCalibration", "calibration_image", "quantize_int8"]
+__all__ = [
+    "CALIBRATION_SIZE",
+    "CalibrationMethod",
+    "ImageFolderCalibration",
+    "calibration_image",
+    "int8_nodes",
+    "quantize_int8",
+]
 
 CALIBRATION_SIZE = (128, 128)
 """(height, width) the calibration images are cut to by default."""
@@ -91,16 +101,61 @@ class ImageFolderCalibration:
         self._next = 0
 
 
-def _full_resolution_convs(model: Any) -> list[str]:
-    """Names of the convolutions over feature maps (kernel larger than 1 x 1); channel attention's 1 x 1
-    convolutions of the pooled (N, C, 1, 1) vector cost nothing and stay float."""
-    names = []
-    initializers = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        weight = initializers.get(node.input[1]) if node.op_type == "Conv" else None
-        if weight is not None and list(weight.dims[2:]) != [1, 1]:
-            names.append(node.name)
-    return names
+@contextlib.contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """Drop onnxruntime's root-logger advice to run its model pre-processing, which does not apply: the graph
+    rewrites of :mod:`sapnet.deploy.graph` already fold the constants, and the exporter records every shape."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "pre-process" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+def int8_nodes(model: Any) -> list[str]:
+    """The nodes :func:`quantize_int8` quantises, by their place in a derain graph:
+
+    * convolutions over feature maps: a kernel larger than 1 x 1 and more than 3 output channels (the stages'
+      last convolution, which gives the image, stays float: rounding the estimate costs the most for the least
+      work; so do channel attention's 1 x 1 convolutions of the pooled vector, which cost nothing);
+    * channel attention's products (a feature map times a (N, C, 1, 1) weight) and every ReLU;
+    * the sums whose every use is a ReLU (the residual connections ``relu(block(z) + z)``).
+
+    The LSTM's gates and state, the attention's sigmoid and the input skip stay float; so the int8 convolutions
+    mostly feed each other without going back to float in between.
+    """
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    rank_shapes = {}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
+            rank_shapes[info.name] = [
+                d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim
+            ]
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    chosen = []
+    for node in graph.node:
+        if node.op_type == "Conv":
+            weight = initializers.get(node.input[1])
+            ok = weight is not None and list(weight.dims[2:]) != [1, 1] and weight.dims[0] > 3
+        elif node.op_type == "Mul":
+            ok = any(rank_shapes.get(name, [])[2:] == [1, 1] for name in node.input)
+        elif node.op_type == "Add":
+            uses = consumers.get(node.output[0], [])
+            ok = bool(uses) and all(use.op_type == "Relu" for use in uses)
+        else:
+            ok = node.op_type == "Relu"
+        if ok:
+            chosen.append(node.name)
+    return chosen
 
 
 def quantize_int8(
@@ -115,11 +170,12 @@ def quantize_int8(
 ) -> Path:
     """Write an int8 version of a float derain model: ONNX Runtime static quantisation in QDQ format.
 
-    What is quantised: the inputs, weights (int8, per output channel) and outputs (uint8, per tensor) of every
-    convolution over feature maps; the convolutions of concatenated inputs are first split
-    (:func:`~sapnet.deploy.graph.split_concat_convs`) so that each input gets its own scale. Element-wise
-    operations (residual sums, attention products, the LSTM's gates and state) and channel attention's 1 x 1
-    convolutions stay float. On x86 the int8 convolutions need AVX512-VNNI / AVX-VNNI (or AMX) to be fast.
+    What is quantised (:func:`int8_nodes`): the convolutions over feature maps, with int8 weights per output
+    channel and uint8 activations per tensor, and the element-wise operations between them (attention products,
+    ReLUs, residual sums); the convolutions of concatenated inputs are first split
+    (:func:`~sapnet.deploy.graph.split_concat_convs`) so that each input gets its own scale. The LSTM's gates and
+    state, the convolution that gives each stage's image and channel attention's 1 x 1 convolutions stay float.
+    On x86 the int8 convolutions need AVX512-VNNI / AVX-VNNI (or AMX) to be fast.
 
     Args:
         model: the float model (an ``onnx.ModelProto`` from :func:`sapnet.deploy.onnx_model`, or an ``.onnx``
@@ -166,24 +222,26 @@ def quantize_int8(
         # The calibrator writes an augmented copy of the model next to its input: keep both in a scratch folder.
         source_path = Path(tmp) / "float.onnx"
         onnx.save(float_model, str(source_path))
-        quantize_static(
-            str(source_path),
-            str(out),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["Conv"],
-            nodes_to_quantize=_full_resolution_convs(float_model),
-            calibrate_method=methods[method],
-            extra_options={"CalibTensorRangeSymmetric": False},
-        )
+        with _without_preprocessing_advice():
+            quantize_static(
+                str(source_path),
+                str(out),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["Conv", "Mul", "Add", "Relu"],
+                nodes_to_quantize=int8_nodes(float_model),
+                calibrate_method=methods[method],
+                extra_options={"CalibTensorRangeSymmetric": False},
+            )
     quantized = onnx.load(str(out))
     meta.update(
         precision="int8",
-        quantization=f"static QDQ (onnxruntime {ort.__version__}): convolutions with int8 per-channel weights and "
-        f"uint8 activations, {method} ranges calibrated on {source}",
+        quantization=f"static QDQ (onnxruntime {ort.__version__}): feature-map convolutions with int8 per-channel "
+        "weights and uint8 activations, and the attention products, ReLUs and residual sums between them; "
+        f"{method} ranges calibrated on {source}",
     )
     set_metadata(quantized, meta)
     onnx.save(quantized, str(out))
