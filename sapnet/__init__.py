@@ -2,6 +2,7 @@
 
 from sapnet._version import __version__
 from sapnet.data import ImageConversionWarning, ImageReadError, read_image, synthesize_rain, write_image
+from sapnet.deploy import export_onnx
 from sapnet.inference import derain
 from sapnet.models import (
     CheckpointError,
@@ -22,6 +23,7 @@ __all__ = [
     "__version__",
     "create_model",
     "derain",
+    "export_onnx",
     "list_models",
     "load_model",
     "read_image",

@@ -10,6 +10,7 @@ import os
 import urllib.error
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import pytest
@@ -99,6 +100,14 @@ def write_pan_clip() -> Callable[..., None]:
                 write_image(truth[i], folder / "clean" / frame_name(i))
 
     return write
+
+
+@pytest.fixture(scope="session")
+def ort() -> Any:
+    """The onnxruntime module; skips unless onnx, onnxscript (for the dynamo exporter) and onnxruntime import."""
+    for module in ("onnx", "onnxscript"):
+        pytest.importorskip(module, reason=f"{module} is not installed (pip install 'sapnet[deploy]')")
+    return pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'sapnet[deploy]')")
 
 
 @pytest.fixture

@@ -389,15 +389,7 @@ def test_jit_trace_with_default_arguments(arch: str, channels: int, channels_las
     assert "PythonOp" not in str(traced.inlined_graph)  # plain convolutions, no Python autograd function
 
 
-def import_onnx_tools() -> Any:
-    """Skip unless onnx, onnxscript (for the dynamo exporter) and onnxruntime import; return onnxruntime."""
-    for module in ("onnx", "onnxscript"):
-        pytest.importorskip(module, reason=f"{module} is not installed (pip install sapnet[export])")
-    return pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install sapnet[export])")
-
-
-def test_onnx_export_runs_in_onnxruntime(tmp_path: Path) -> None:
-    ort = import_onnx_tools()
+def test_onnx_export_runs_in_onnxruntime(tmp_path: Path, ort: Any) -> None:
     net = make_model("sapnet-lstm")
     inp = make_input((1, 3, 17, 23))
     path = tmp_path / "derain.onnx"
@@ -415,8 +407,7 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_onnx_export_dynamic_size(tmp_path: Path) -> None:
-    ort = import_onnx_tools()
+def test_onnx_export_dynamic_size(tmp_path: Path, ort: Any) -> None:
     net = make_model("prenet-lstm")
     dim = torch.export.Dim.DYNAMIC
     program = torch.onnx.export(

@@ -19,6 +19,7 @@ from tqdm import tqdm
 import sapnet
 from sapnet.data import IMAGE_EXTENSIONS, ImageReadError, read_image_with_meta, write_image
 from sapnet.data.listing import list_images, natural_sort_key
+from sapnet.deploy import BACKENDS, import_onnx, import_onnxruntime, is_onnx_file, onnx_derainer
 from sapnet.inference import (
     DEFAULT_MEMORY_BUDGET,
     DEFAULT_TILE,
@@ -117,7 +118,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--model",
         metavar="NAME|PATH",
         help="published weights by registry name (`sapnet models --pretrained` lists them; fetched and cached on "
-        f"first use) or a checkpoint file / save_pretrained folder (default: {DEFAULT_MODEL})",
+        f"first use), a checkpoint file / save_pretrained folder, or with --backend onnxruntime an .onnx file "
+        f"from `sapnet export` (default: {DEFAULT_MODEL})",
     )
     weights.add_argument(
         "--checkpoint",
@@ -170,6 +172,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="precision of the network: bfloat16 / float16 run under autocast (default: float32)",
     )
     p.add_argument("--device", default="cpu", help="where the network runs, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="torch (default) or onnxruntime: the network exported to ONNX once and run by ONNX Runtime "
+        "(pip install 'sapnet[deploy]'; float32 only)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
     p.set_defaults(run=run)
     return p
@@ -297,6 +306,33 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def _load_model(
+    target: str | os.PathLike[str], args: argparse.Namespace
+) -> tuple[DerainNet | Path, torch.device, int] | str:
+    """(model, device, feature channels) for ``run``, or the one-line error to print; with ``--backend
+    onnxruntime`` an ``.onnx`` file stays a path (its session is built here, so that problems show up front)."""
+    if args.backend == "onnxruntime":
+        if args.dtype != "float32":
+            return f"--backend onnxruntime runs float32, not --dtype {args.dtype}"
+        try:
+            import_onnxruntime()
+            if is_onnx_file(target):
+                derainer = onnx_derainer(target, device=args.device)
+                return Path(target), torch.device("cpu"), derainer.channels
+            import_onnx("--backend onnxruntime (it exports the network to ONNX)")
+        except (ImportError, OSError, ValueError) as e:
+            return one_line(e)
+        except Exception as e:  # onnxruntime's own exception types for a file that is not a model
+            return f"{target} is not a loadable ONNX model: {one_line(e)}"
+    elif is_onnx_file(target):
+        return f"{target} is an ONNX model: run it with --backend onnxruntime"
+    loaded = load_cli_model(target, args.device, args.weights_dir)
+    if isinstance(loaded, str):
+        return loaded
+    model, device = loaded
+    return model, device, network_width(model)
+
+
 def run(args: argparse.Namespace) -> int:
     """Derain ``args.inputs`` into ``args.output``; see the module docstring and ``sapnet derain --help``."""
 
@@ -312,18 +348,17 @@ def run(args: argparse.Namespace) -> int:
         say(f"error: {problem}")
         return 2
     target = args.checkpoint if args.checkpoint is not None else args.model or DEFAULT_MODEL
-    loaded = load_cli_model(target, args.device, args.weights_dir)
+    loaded = _load_model(target, args)
     if isinstance(loaded, str):
         say(f"error: {loaded}")
         return 2
-    model, device = loaded
+    model, device, width = loaded
 
     sources, input_errors = expand_inputs(args.inputs, recursive=args.recursive, exclude=args.output)
     for message in input_errors:
         say(f"error: {message}")
     done = skipped = 0
     failed = len(input_errors)
-    width = network_width(model)
     ways: dict[str, int] = {}  # "whole" / "in NxN tiles" -> images derained that way
     jobs = plan_jobs(sources, args.output)
     for job in tqdm(jobs, desc="derain", unit="image", file=sys.stderr, disable=None):
@@ -358,6 +393,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 dtype=_DTYPES[args.dtype],
                 progress=None,
+                backend=args.backend,
             )
             write_image(result, job.output, meta)
         except ImageReadError as e:

@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from sapnet import __version__
-from sapnet.cli import adapt, demo, derain, derain_video, download, evaluate, models, synth, train, weights
+from sapnet.cli import adapt, demo, derain, derain_video, download, evaluate, export, models, synth, train, weights
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (derain, derain_video, evaluate, models, weights, demo, synth, download, train, adapt)
+SUBCOMMANDS = (derain, derain_video, evaluate, export, models, weights, demo, synth, download, train, adapt)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
+from sapnet.deploy.runtime import create_session, import_onnxruntime
 from sapnet.downstream.targets import Detections
 from sapnet.hub import (
     IMAGENET_MEAN,
@@ -310,14 +311,11 @@ class YoloxOnnxDetector:
         if not self.path.is_file():
             raise WeightsUnavailableError(f"ONNX detector {self.path} does not exist")
         try:
-            import onnxruntime as ort
+            import_onnxruntime("ONNX detectors", extra="downstream")
         except ImportError as e:
-            raise WeightsUnavailableError("ONNX detectors need onnxruntime: pip install 'sapnet[downstream]'") from e
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.log_severity_level = 3
+            raise WeightsUnavailableError(str(e)) from e
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.session = create_session(self.path, threads=threads)
         except Exception as e:  # onnxruntime raises its own exception types for invalid models
             raise WeightsUnavailableError(f"{self.path} is not a loadable ONNX model: {e}") from None
         (inp,), outputs = self.session.get_inputs(), self.session.get_outputs()

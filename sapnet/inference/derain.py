@@ -21,6 +21,7 @@ from sapnet.data.image import (
     tensor_to_pil,
     to_rgb_channels,
 )
+from sapnet.deploy.backend import BACKENDS, Backend, is_onnx_file, onnx_derainer
 from sapnet.inference.tiling import (
     DEFAULT_MEMORY_BUDGET,
     DEFAULT_TILE,
@@ -160,6 +161,7 @@ def derain(
     dtype: torch.dtype | None = None,
     memory_budget: int | None = None,
     progress: bool | None = False,
+    backend: Backend = "torch",
 ) -> Any:
     """Derain one image or a list of images.
 
@@ -192,6 +194,12 @@ def derain(
             2.7 megapixels with a 32-channel network).
         progress: show progress bars (tqdm, on stderr, removed when done): the tiles of each tiled image,
             with an ETA, and the images of a list; ``None``: only when stderr is a terminal.
+        backend: ``"torch"`` (default) or ``"onnxruntime"``: the network exported to ONNX (dynamic batch, height
+            and width; once per weights, the session cached, see :func:`sapnet.deploy.onnx_derainer`) and run by
+            ONNX Runtime with ``torch.get_num_threads()`` threads, on the CPU (``device="cuda"`` needs the
+            onnxruntime-gpu build); ``model`` may then also be an ``.onnx`` file (from ``sapnet export``, float32
+            or int8). Tiling, batching and every input kind work the same; ``dtype`` must stay float32. Needs
+            ``pip install 'sapnet[deploy]'``.
 
     Returns:
         The same kind as ``images``, clamped to [0, 1]: PIL RGB images, HxWx3 arrays of the input dtype
@@ -212,27 +220,39 @@ def derain(
         check_tiling(tile, tile_overlap)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if is_onnx_file(model) and backend != "onnxruntime":
+        raise ValueError(f"{model} is an ONNX model: run it with backend='onnxruntime'")
     is_list = isinstance(images, (list, tuple))
     inputs: Sequence[Any] = images if is_list else [images]
     items_per_input = [_from_input(im, i if is_list else None) for i, im in enumerate(inputs)]
     items = [item for group in items_per_input for item in group]
 
-    net = resolve_model(model)
-    run_device = torch.device(device) if device is not None else _model_device(net)
-    # Outside inference mode: the caller's parameters must stay normal tensors (usable for training later).
-    net = net.to(run_device).to(memory_format=torch.channels_last).eval()
-    autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-    if dtype is not None and dtype != torch.float32:
-        if dtype not in (torch.bfloat16, torch.float16):
-            raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
-        autocast = torch.autocast(run_device.type, dtype=dtype)
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    if backend == "onnxruntime":
+        if dtype not in (None, torch.float32):
+            raise ValueError(f"backend='onnxruntime' runs float32 (or an int8 .onnx file), not dtype={dtype}")
+        derainer = onnx_derainer(model if is_onnx_file(model) else resolve_model(model), device=device)
+        run_device, forward, width = torch.device("cpu"), derainer, derainer.channels
+    else:
+        net = resolve_model(model)
+        run_device = torch.device(device) if device is not None else _model_device(net)
+        # Outside inference mode: the caller's parameters must stay normal tensors (usable for training later).
+        net = net.to(run_device).to(memory_format=torch.channels_last).eval()
+        autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if dtype is not None and dtype != torch.float32:
+            if dtype not in (torch.bfloat16, torch.float16):
+                raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+            autocast = torch.autocast(run_device.type, dtype=dtype)
 
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        with autocast:
-            return net(batch.to(run_device).contiguous(memory_format=torch.channels_last)).float()
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            with autocast:
+                return net(batch.to(run_device).contiguous(memory_format=torch.channels_last)).float()
+
+        width = network_width(net)
 
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-    width = network_width(net)
     tensors = [item.tensor for item in items]
     if tile is None:
         tiles = [choose_tile(t.shape[-2], t.shape[-1], width, budget) for t in tensors]
