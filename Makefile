@@ -39,7 +39,7 @@ demo: $(STAMP)
 
 ## Speed and quality benchmarks (results in benchmarks/RESULTS.md; tiling: benchmarks/tiling.py --large, ~25 min).
 bench: $(STAMP)
-	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/inference.py --sizes 481x321
 	$(PY) benchmarks/no_reference.py
 	$(PY) benchmarks/evaluate.py
 

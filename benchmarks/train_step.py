@@ -53,7 +53,6 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from inference import baseline_forward  # benchmarks/inference.py: the reference-style forward (NCHW, out of place)
 from pytorch_msssim import ssim as ms_ssim
 from torch import nn
 
@@ -108,6 +107,37 @@ def naive_vgg_features(vgg: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor
         if i in VGG_LAYERS.values():
             out.append(h)
     return out
+
+
+def baseline_forward(model: DerainNet, x: torch.Tensor) -> torch.Tensor:
+    """The network computed the plain way a port of the reference code runs it: NCHW, out-of-place ops, the
+    recurrent state starting as zero tensors and every LSTM gate computed from ``cat(z, h)``."""
+    x0, h, c = x, None, None
+    cell = model.cell
+    assert cell is not None and hasattr(cell, "forget_gate")
+    for _ in range(model.config.stages):
+        z = F.relu(model.input_conv(torch.cat((x0, x), 1)))
+        if h is None:
+            h, c = torch.zeros_like(z), torch.zeros_like(z)
+        u = torch.cat((z, h), 1)
+        i = torch.sigmoid(cell.input_gate(u))
+        f = torch.sigmoid(cell.forget_gate(u))
+        g = torch.tanh(cell.cell_gate(u))
+        o = torch.sigmoid(cell.output_gate(u))
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        z = h
+        for block in model.blocks:
+            r = z
+            for conv, attn in ((block.conv1, block.attn1), (block.conv2, block.attn2)):
+                r = conv(r)
+                if not isinstance(attn, torch.nn.Identity):
+                    s = F.adaptive_avg_pool2d(r, 1)
+                    r = r * torch.sigmoid(attn.expand(F.relu(attn.reduce(s))) + attn.skip(s))
+                r = F.relu(r)
+            z = F.relu(r + z)
+        x = model.output_conv(z) + x0
+    return x
 
 
 @dataclass
