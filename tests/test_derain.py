@@ -27,6 +27,7 @@ from sapnet.inference.tiling import (
     activation_bytes,
     blend_window,
     choose_tile,
+    image_tiles,
     tile_starts,
     tiled_apply,
 )
@@ -346,6 +347,21 @@ def test_tile_starts_cover_with_overlap(length: int, tile: int, overlap: int) ->
         assert a + tile - b >= overlap  # neighbours share at least `overlap` pixels
         assert b - a <= tile - overlap  # full strides (only the last tile is pulled back)
     assert len(starts) == 1 + max(0, -(-(length - tile) // (tile - overlap)))
+
+
+@pytest.mark.parametrize(("h", "w", "tile", "overlap"), [(19, 26, 8, 2), (64, 72, 40, 16), (5, 30, 8, 0), (8, 8, 8, 3)])
+def test_image_tiles_cover_the_image_and_their_blend_is_exact(h: int, w: int, tile: int, overlap: int) -> None:
+    tiles = image_tiles(h, w, tile, overlap)
+    assert len(tiles) == len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap))
+    x = rand_tensor(3, h, w)
+    out, weight = torch.zeros(3, h, w), torch.zeros(1, h, w)
+    for t in tiles:
+        assert t.weight.shape == (t.h, t.w) and bool((t.weight > 0).all())
+        t.crop(out).add_(t.crop(x) * t.weight)
+        t.crop(weight).add_(t.weight)
+    torch.testing.assert_close(out / weight, x, rtol=0, atol=1e-6)  # every pixel covered, weights normalise
+    identity = tiled_apply(lambda b: b, x[None], tile, overlap, torch.device("cpu"))[0]
+    torch.testing.assert_close(identity, x, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(("length", "tile"), [(10, 10), (10, 11), (1, 256)])

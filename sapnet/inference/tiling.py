@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -12,10 +13,12 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_TILE",
     "DEFAULT_TILE_OVERLAP",
+    "Tile",
     "activation_bytes",
     "blend_window",
     "check_tiling",
     "choose_tile",
+    "image_tiles",
     "tile_starts",
     "tiled_apply",
 ]
@@ -92,12 +95,35 @@ def _quiet(progress: bool | None, steps: int) -> bool | None:
     return None if progress is None else not progress
 
 
-def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
-    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    th, tw = min(tile, h), min(tile, w)
+@dataclass(frozen=True)
+class Tile:
+    """One tile of an image: rows ``y : y + h``, columns ``x : x + w``, and its blending weights ``weight``
+    (float32 (h, w), strictly positive; linear ramps towards the neighbouring tiles)."""
+
+    y: int
+    x: int
+    h: int
+    w: int
+    weight: torch.Tensor
+
+    def crop(self, t: torch.Tensor) -> torch.Tensor:
+        """The tile's part of ``t`` (..., H, W)."""
+        return t[..., self.y : self.y + self.h, self.x : self.x + self.w]
+
+
+def image_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
+    """The overlapping tiles that :func:`tiled_apply` cuts a ``height`` x ``width`` image into, row by row.
+    Blending per-tile results ``r_i`` as ``sum(r_i * weight_i) / sum(weight_i)`` (each over its tile) is how
+    :func:`tiled_apply` puts the image back together."""
+    ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    th, tw = min(tile, height), min(tile, width)
+    tiles = []
     for y in ys:
+        wy = blend_window(th, overlap, y == 0, y + th == height)
         for x in xs:
-            yield y, x, th, tw
+            wx = blend_window(tw, overlap, x == 0, x + tw == width)
+            tiles.append(Tile(y, x, th, tw, wy[:, None] * wx[None, :]))
+    return tiles
 
 
 def tiled_apply(
@@ -129,18 +155,16 @@ def tiled_apply(
     _, _, h, w = image.shape
     out = torch.zeros(image.shape, dtype=torch.float32, device=image.device)
     weight = torch.zeros((1, 1, h, w), dtype=torch.float32, device=image.device)
-    tiles = list(_tiles(h, w, tile, overlap))
+    tiles = image_tiles(h, w, tile, overlap)
     bar = tqdm(total=len(tiles), desc=f"{w}x{h}", unit="tile", leave=False, disable=_quiet(progress, len(tiles)))
     for i in range(0, len(tiles), max(1, batch_size)):
         chunk = tiles[i : i + batch_size]
-        batch = torch.cat([image[:, :, y : y + th, x : x + tw] for y, x, th, tw in chunk]).to(device)
+        batch = torch.cat([t.crop(image) for t in chunk]).to(device)
         result = fn(batch).float().to(image.device)
-        for k, (y, x, th, tw) in enumerate(chunk):
-            wy = blend_window(th, overlap, y == 0, y + th == h)
-            wx = blend_window(tw, overlap, x == 0, x + tw == w)
-            wt = (wy[:, None] * wx[None, :]).to(image.device)
-            out[:, :, y : y + th, x : x + tw] += result[k : k + 1] * wt
-            weight[:, :, y : y + th, x : x + tw] += wt
+        for k, t in enumerate(chunk):
+            wt = t.weight.to(image.device)
+            t.crop(out).add_(result[k : k + 1] * wt)
+            t.crop(weight).add_(wt)
         bar.update(len(chunk))
     bar.close()
     return out / weight

@@ -55,10 +55,9 @@ from sapnet.inference.derain import derain, network_width, resolve_model
 from sapnet.inference.tiling import (
     DEFAULT_MEMORY_BUDGET,
     DEFAULT_TILE_OVERLAP,
-    blend_window,
     check_tiling,
     choose_tile,
-    tile_starts,
+    image_tiles,
 )
 from sapnet.models import DerainNet
 from sapnet.models.blocks import RecurrentState
@@ -702,20 +701,14 @@ class RecurrentDerainer(TemporalDerainer):
         out = torch.zeros(image.shape, dtype=torch.float32)
         weight = torch.zeros((1, 1, h, w), dtype=torch.float32)
         final: list[torch.Tensor] = []
-        th, tw = min(tile, h), min(tile, w)
-        for y in tile_starts(h, tile, self.tile_overlap):
-            for x in tile_starts(w, tile, self.tile_overlap):
-                crop = None if state is None else tuple(t[:, :, y : y + th, x : x + tw] for t in state)
-                result, tile_state = forward(image[:, :, y : y + th, x : x + tw], crop)
-                wy = blend_window(th, self.tile_overlap, y == 0, y + th == h)
-                wx = blend_window(tw, self.tile_overlap, x == 0, x + tw == w)
-                wt = wy[:, None] * wx[None, :]
-                out[:, :, y : y + th, x : x + tw] += result.to("cpu") * wt
-                weight[:, :, y : y + th, x : x + tw] += wt
-                if not final:
-                    final = [torch.zeros((1, t.shape[1], h, w), dtype=torch.float32) for t in tile_state]
-                for acc, t in zip(final, tile_state, strict=True):
-                    acc[:, :, y : y + th, x : x + tw] += t.float().to("cpu") * wt
+        for t in image_tiles(h, w, tile, self.tile_overlap):
+            result, tile_state = forward(t.crop(image), None if state is None else tuple(t.crop(s) for s in state))
+            t.crop(out).add_(result.to("cpu") * t.weight)
+            t.crop(weight).add_(t.weight)
+            if not final:
+                final = [torch.zeros((1, s.shape[1], h, w), dtype=torch.float32) for s in tile_state]
+            for acc, s in zip(final, tile_state, strict=True):
+                t.crop(acc).add_(s.float().to("cpu") * t.weight)
         return (out / weight)[0].clamp_(0, 1), tuple(acc / weight for acc in final)
 
 
