@@ -131,8 +131,17 @@ def child(row: str, size: str, tile: int, repeats: int, threads: int, onnx_dir: 
         times.append(time.perf_counter() - t0)
     assert output is not None
     torch.save(output.clamp(0, 1).contiguous(), out / f"{row}_{size}.pt")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     (out / f"{row}_{size}.json").write_text(json.dumps({"times": times, "peak": peak}))
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (``VmHWM``: unlike ``ru_maxrss`` it is not inherited from the
+    parent across ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def export_models(onnx_dir: Path) -> None:

@@ -13,13 +13,14 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_TILE",
     "DEFAULT_TILE_OVERLAP",
+    "TILE_SLACK",
     "Tile",
     "activation_bytes",
     "blend_window",
     "check_tiling",
     "choose_tile",
     "image_tiles",
-    "tile_starts",
+    "tile_span",
     "tiled_apply",
 ]
 
@@ -28,9 +29,15 @@ DEFAULT_TILE = 448
 
 SAPNet's channel attention pools over the whole (tile) image, so a tile's output depends on the tile's
 statistics and tiling is never exact; the agreement grows with the tile size, not with the overlap. At 448 and
-a 32-pixel overlap, tiled results agree with whole-image results at >= 50 dB PSNR on Rain100L (481x321 images
-cut into two tiles); see ``benchmarks/RESULTS.md``."""
+a 32-pixel overlap, tiled results agree with whole-image results at >= 50 dB PSNR (Rain100L images cut into two
+tiles of 448, and a 1792x1344 crop of a real photo); see ``benchmarks/RESULTS.md``."""
 DEFAULT_TILE_OVERLAP = 32
+
+TILE_SLACK = 1.125
+"""How much larger than the tile size asked for :func:`tile_span` lets tiles grow to cover a side evenly. On this
+project's CPU machine (2 cores of an Intel Xeon, torch 2.14.1, float32) SAPNet runs at 8.5-9.4 s per megapixel
+on tiles from 256x256 to 456x473 and at 13.5-13.8 s on 512x512 and 640x640 (a whole 1792x1344 crop: 12.1 s):
+hence the default tile of 448 and a slack that keeps tiles under 504 pixels a side."""
 
 ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 48
 """Peak forward-pass memory of a derain network per image pixel and feature channel, in bytes (float32).
@@ -62,16 +69,28 @@ def check_tiling(tile: int, overlap: int) -> None:
         raise ValueError(f"tile_overlap must be in [0, tile), got tile_overlap={overlap}, tile={tile}")
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size ``tile`` covering ``[0, length)`` with at least ``overlap`` pixels shared
-    by neighbours; the last tile ends exactly at ``length``."""
+def tile_span(length: int, tile: int, overlap: int) -> tuple[int, list[int]]:
+    """The tiles along one side of ``length`` pixels: their common size and their start offsets, spread evenly
+    from 0 to ``length`` with at least ``overlap`` pixels shared by neighbours.
+
+    The size is as close to ``tile`` as the side allows with little overlap: ``n = (length - overlap) // (tile -
+    overlap)`` tiles of ``ceil((length + (n - 1) * overlap) / n)``, at least ``tile``; when that exceeds
+    :data:`TILE_SLACK` x ``tile``, one tile more (each then smaller than ``tile``). A side up to ``tile`` is one
+    tile. So about ``(n - 1) * overlap`` pixels are computed twice, where fixed tiles of ``tile`` with the last
+    one pulled back to the edge compute up to a whole tile twice (4000 x 3000 with tiles of 448: 16.1 megapixels
+    for 12, against 13.6 here).
+    """
     check_tiling(tile, overlap)
-    if tile >= length:
-        return [0]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
+    if length <= tile:
+        return length, [0]
+    n = max(1, (length - overlap) // (tile - overlap))
+    size = -(-(length + (n - 1) * overlap) // n)
+    if size > TILE_SLACK * tile:
+        n += 1
+        size = -(-(length + (n - 1) * overlap) // n)
+    if n == 1:
+        return length, [0]
+    return size, [i * (length - size) // (n - 1) for i in range(n)]
 
 
 def blend_window(size: int, ramp: int, at_start: bool, at_end: bool) -> torch.Tensor:
@@ -112,11 +131,12 @@ class Tile:
 
 
 def image_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
-    """The overlapping tiles that :func:`tiled_apply` cuts a ``height`` x ``width`` image into, row by row.
+    """The overlapping tiles that :func:`tiled_apply` cuts a ``height`` x ``width`` image into, row by row
+    (:func:`tile_span` along each side: tiles of about ``tile`` x ``tile``, spread evenly).
     Blending per-tile results ``r_i`` as ``sum(r_i * weight_i) / sum(weight_i)`` (each over its tile) is how
     :func:`tiled_apply` puts the image back together."""
-    ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
-    th, tw = min(tile, height), min(tile, width)
+    th, ys = tile_span(height, tile, overlap)
+    tw, xs = tile_span(width, tile, overlap)
     tiles = []
     for y in ys:
         wy = blend_window(th, overlap, y == 0, y + th == height)
@@ -141,7 +161,8 @@ def tiled_apply(
     Args:
         fn: maps a batch (B, 3, h, w) on ``device`` to a batch of the same shape.
         image: (1, 3, H, W) float32, on any device (typically the CPU; it stays there).
-        tile: tile edge in pixels; each tile is at most ``tile`` x ``tile``.
+        tile: tile edge in pixels: tiles are about ``tile`` x ``tile`` (:func:`tile_span`: at most
+            :data:`TILE_SLACK` x ``tile`` a side).
         overlap: pixels shared by neighbouring tiles, blended with linear ramps.
         device: where ``fn`` runs; tiles are moved there ``batch_size`` at a time and the results back.
         batch_size: tiles per call of ``fn``.
