@@ -22,7 +22,16 @@ from sapnet.cli.derain import load_cli_model, one_line
 from sapnet.data import DatasetError, ImageReadError
 from sapnet.data.listing import list_images
 from sapnet.models import DEFAULT_MODEL
-from sapnet.video import DEFAULT_CRF, DEFAULT_WINDOW, MODES, VIDEO_EXTENSIONS, FrameReadWarning, derain_video, probe
+from sapnet.video import (
+    DEFAULT_CRF,
+    DEFAULT_FPS,
+    DEFAULT_WINDOW,
+    MODES,
+    VIDEO_EXTENSIONS,
+    FrameReadWarning,
+    derain_video,
+    probe,
+)
 
 __all__ = ["NO_MODEL", "add_parser", "mode_problem", "run"]
 
@@ -152,7 +161,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=_fps,
         default=None,
         metavar="F",
-        help="frame rate (default: the input video's; required for a folder of frames)",
+        help=f"frame rate (default: the input video's; {DEFAULT_FPS} for a folder of frames)",
     )
     p.add_argument(
         "--overwrite",
@@ -173,10 +182,7 @@ def _output_problem(args: argparse.Namespace, video: bool) -> str | None:
     out: Path = args.output
     if not video and out.suffix and not out.is_dir():
         return f"{out}: write to an .mp4 file or to a folder (a path without a suffix)"
-    if video:
-        if args.fps is None and args.input.is_dir():
-            return "a folder of frames has no frame rate: give --fps for an .mp4 OUT"
-    else:
+    if not video:
         given = [flag for flag, value in (("--crf", args.crf), ("--fps", args.fps)) if value is not None]
         given += ["--lossless"] if args.lossless else []
         if given:
@@ -227,8 +233,10 @@ def run(args: argparse.Namespace) -> int:
             problem = one_line(e)
         else:
             if video and args.fps is None and info.fps is None:
-                problem = f"{args.input} does not say its frame rate: give --fps for an .mp4 OUT"
-            elif video and not args.lossless and (info.width % 2 or info.height % 2):
+                args.fps = DEFAULT_FPS
+                what = "a folder of frames" if args.input.is_dir() else f"{args.input}"
+                say(f"note: {what} has no frame rate: writing {args.output} at {DEFAULT_FPS} fps (--fps F to choose)")
+            if video and not args.lossless and (info.width % 2 or info.height % 2):
                 problem = (
                     f"{args.input} is {info.width}x{info.height}: H.264 in 4:2:0 needs an even width and height "
                     "(--lossless takes any size, or write PNG frames)"

@@ -46,6 +46,7 @@ from sapnet.video.flow import (
 )
 from sapnet.video.io import (
     DEFAULT_CRF,
+    DEFAULT_FPS,
     FRAME_NAME,
     VIDEO_EXTENSIONS,
     FrameReadWarning,
@@ -79,6 +80,7 @@ __all__ = [
     "CONSISTENCY_BETA",
     "CUT_THRESHOLD",
     "DEFAULT_CRF",
+    "DEFAULT_FPS",
     "DEFAULT_WINDOW",
     "DEGRADATION_NAMES",
     "FLOW_SOURCES",

@@ -32,6 +32,7 @@ from sapnet.files import atomic_write
 
 __all__ = [
     "DEFAULT_CRF",
+    "DEFAULT_FPS",
     "FRAME_NAME",
     "VIDEO_EXTENSIONS",
     "FrameReadWarning",
@@ -51,6 +52,10 @@ FRAME_NAME = "frame_{:06d}.png"
 
 DEFAULT_CRF = 18
 """libx264's constant rate factor when none is given: visually near-lossless, far smaller than lossless."""
+
+DEFAULT_FPS = 25
+"""The frame rate ``sapnet derain-video`` writes an .mp4 at when its input says none (a folder of frames) and no
+``--fps`` is given."""
 
 
 def frame_name(index: int) -> str:
