@@ -53,8 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--int8",
         action="store_true",
         help="write an int8 model: static quantisation (QDQ, per-channel int8 weights, uint8 activations) of "
-        "the convolutions, calibrated on --calibrate. Measured with the public SAPNet weights: about 0.2 dB PSNR "
-        "below float32 on Rain100L for 0.8x its time (benchmarks/RESULTS.md)",
+        "the convolutions, calibrated on --calibrate. Measured with the public SAPNet weights: 0.12 dB PSNR "
+        "below float32 on Rain100L for 0.78x its time (benchmarks/RESULTS.md)",
     )
     p.add_argument("--calibrate", type=Path, metavar="DIR", help="folder of rainy images to calibrate --int8 on")
     p.add_argument(
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     print(report.summary())
     if args.int8:
         print(
-            "note: int8 measured about 0.2 dB PSNR below float32 with the public SAPNet weights on Rain100L; "
+            "note: int8 measured 0.12 dB PSNR below float32 with the public SAPNet weights on Rain100L; "
             "check it on your data with benchmarks/int8_quality.py",
             file=sys.stderr,
         )
