@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import struct
 import subprocess
 import sys
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from PIL import Image
 
 import sapnet
 from sapnet.cli import main
+from sapnet.cli.arguments import non_negative_int, positive_int, tile_size
 from sapnet.cli.derain import expand_inputs
 from sapnet.data import read_image_with_meta, tensor_to_array
 from sapnet.inference import DEFAULT_TILE
@@ -472,3 +475,31 @@ def test_demo_trains_evaluates_and_writes_grids(
     for name in ("train/last.pt", "train/log.csv", "train/curves.png", "eval/table.md", "eval/grid_demo.png"):
         assert (out / name).is_file(), name
     assert sapnet.load_model(out / "train" / "best.pt").config.stages == 6
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "expected"),
+    [
+        (positive_int, "3", 3),
+        (non_negative_int, "0", 0),
+        (tile_size, "auto", None),
+        (tile_size, " AUTO ", None),
+        (tile_size, "0", 0),
+        (tile_size, "448", 448),
+    ],
+)
+def test_argument_types_parse(parse: Callable[[str], object], text: str, expected: object) -> None:
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "message"),
+    [
+        (positive_int, "0", "must be >= 1, got 0"),
+        (non_negative_int, "-1", "must be >= 0, got -1"),
+        (tile_size, "-2", "must be >= 0 or auto, got -2"),
+    ],
+)
+def test_argument_types_refuse(parse: Callable[[str], object], text: str, message: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        parse(text)

@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import sapnet
+from sapnet.cli.arguments import non_negative_int, positive_int, tile_size
 from sapnet.data import IMAGE_EXTENSIONS, ImageReadError, read_image_with_meta, write_image
 from sapnet.data.listing import list_images, natural_sort_key
 from sapnet.deploy import BACKENDS, import_onnx, import_onnxruntime, is_onnx_file, onnx_derainer
@@ -51,24 +52,6 @@ class Job:
     source: Path
     output: Path
     error: str | None = None
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _tile(text: str) -> int | None:
-    return None if text.strip().lower() == "auto" else _non_negative_int(text)
 
 
 def _gibibytes(text: str) -> int:
@@ -136,7 +119,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--tile",
-        type=_tile,
+        type=tile_size,
         default=None,
         metavar="N|auto",
         help="process images in overlapping N x N tiles to bound memory; 0: whole images; auto (default): each "
@@ -153,14 +136,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--tile-overlap",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=DEFAULT_TILE_OVERLAP,
         metavar="N",
         help=f"pixels shared by neighbouring tiles (default: {DEFAULT_TILE_OVERLAP})",
     )
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="tiles per forward pass (images are processed one at a time; default: 1)",

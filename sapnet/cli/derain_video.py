@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from sapnet.cli.arguments import positive_int, tile_size
 from sapnet.cli.derain import load_cli_model, one_line
 from sapnet.data import DatasetError, ImageReadError
 from sapnet.data.listing import list_images
@@ -37,22 +38,6 @@ __all__ = ["NO_MODEL", "add_parser", "mode_problem", "run"]
 
 NO_MODEL = "none"
 """The ``--model`` value for no network (the ``lowrank`` mode alone)."""
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _tile(text: str) -> int | None:
-    if text.strip().lower() == "auto":
-        return None
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 or auto, got {value}")
-    return value
 
 
 def _crf(text: str) -> int:
@@ -120,7 +105,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--window",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="K",
         help=f"frames in the centred window of fuse and lowrank (odd; default {DEFAULT_WINDOW}; lowrank needs 3 "
@@ -135,7 +120,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--tile",
-        type=_tile,
+        type=tile_size,
         default=None,
         metavar="N|auto",
         help="run the network in overlapping N x N tiles; 0: whole frames; auto (default): whole frames when they "

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sapnet.cli.arguments import positive_int
 from sapnet.data.listing import read_name_list
 from sapnet.downstream.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 from sapnet.downstream.tasks import TASKS as DOWNSTREAM_TASKS
@@ -109,7 +110,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--grid-images", type=int, default=4, metavar="K", help="images per comparison grid")
     p.add_argument(
-        "--limit", type=_positive_int, default=None, metavar="N", help="score the first N images of each dataset"
+        "--limit", type=positive_int, default=None, metavar="N", help="score the first N images of each dataset"
     )
 
     g = p.add_argument_group(
@@ -264,22 +265,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         g,
         clip_tasks,
         "--window",
-        type=_positive_int,
+        type=positive_int,
         metavar="K",
         help=f"frames in the window of fuse and lowrank (odd; default {DEFAULT_WINDOW})",
     )
-    task_option(
-        g, clip_tasks, "--frames", type=_positive_int, metavar="N", help="score the first N frames of each clip"
-    )
+    task_option(g, clip_tasks, "--frames", type=positive_int, metavar="N", help="score the first N frames of each clip")
     p.set_defaults(run=run, task_options=options)
     return p
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _metric(name: str) -> str:

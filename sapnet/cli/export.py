@@ -6,17 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from sapnet.cli.arguments import positive_int
 from sapnet.cli.derain import load_cli_model, one_line
 from sapnet.deploy import CALIBRATION_SIZE, DEFAULT_EXPORT_SIZE, export_onnx
 
 __all__ = ["add_parser", "run"]
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -33,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "model", metavar="NAME_OR_CHECKPOINT", help="registry name, checkpoint file or save_pretrained folder"
     )
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.onnx", help="the ONNX file to write")
-    p.add_argument("--opset", type=_positive_int, metavar="N", help="ONNX opset, 18 or newer (default: the exporter's)")
+    p.add_argument("--opset", type=positive_int, metavar="N", help="ONNX opset, 18 or newer (default: the exporter's)")
     p.add_argument(
         "--dynamic",
         action="store_true",
@@ -41,14 +35,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--size",
-        type=_positive_int,
+        type=positive_int,
         nargs=2,
         default=list(DEFAULT_EXPORT_SIZE),
         metavar=("HEIGHT", "WIDTH"),
         help=f"input size of a fixed-shape export, and of the check (default: {DEFAULT_EXPORT_SIZE[0]} "
         f"{DEFAULT_EXPORT_SIZE[1]}, Rain100L)",
     )
-    p.add_argument("--batch", type=_positive_int, default=1, metavar="N", help="batch size (default: 1)")
+    p.add_argument("--batch", type=positive_int, default=1, metavar="N", help="batch size (default: 1)")
     p.add_argument(
         "--int8",
         action="store_true",
@@ -59,14 +53,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--calibrate", type=Path, metavar="DIR", help="folder of rainy images to calibrate --int8 on")
     p.add_argument(
         "--calibration-size",
-        type=_positive_int,
+        type=positive_int,
         nargs=2,
         default=list(CALIBRATION_SIZE),
         metavar=("HEIGHT", "WIDTH"),
         help=f"the calibration images are cut (centre crop) to this size (default: {CALIBRATION_SIZE[0]} "
         f"{CALIBRATION_SIZE[1]})",
     )
-    p.add_argument("--calibration-images", type=_positive_int, metavar="N", help="use the first N images only")
+    p.add_argument("--calibration-images", type=positive_int, metavar="N", help="use the first N images only")
     p.add_argument("--weights-dir", type=Path, metavar="DIR", help="offline mirror folder for published weights")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the ONNX Runtime check")
     p.set_defaults(run=run)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sapnet.cli.arguments import positive_int
 from sapnet.data.builder import MIN_SIZE, BuildError, BuildReport, build_rain_set
 from sapnet.data.datasets import DatasetError
 from sapnet.data.synthesis import UnknownPresetError
@@ -31,13 +32,6 @@ __all__ = ["add_parser", "run"]
 
 _VIDEO_ONLY = ("clips", "frames", "size", "camera", "degrade")
 _STILL_ONLY = ("per_image", "min_size")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _frame_size(text: str) -> tuple[int, int]:
@@ -82,12 +76,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="rain preset of sapnet.data.synthesis.RAIN_PRESETS, e.g. light, heavy (default: heavy)",
     )
     p.add_argument(
-        "--per-image", type=_positive_int, default=None, metavar="K", help="rainy versions per photo (1; stills only)"
+        "--per-image", type=positive_int, default=None, metavar="K", help="rainy versions per photo (1; stills only)"
     )
     p.add_argument("--seed", type=int, default=0, metavar="S", help="global seed (default: 0)")
     p.add_argument(
         "--min-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"photos whose shorter side is below N pixels fail (default: {MIN_SIZE}, the training patch size; "
@@ -95,7 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="torch threads (default: torch's own choice; 1 is often faster on a busy machine)",
@@ -103,10 +97,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     video = p.add_argument_group("rainy clips (--video)")
     video.add_argument("--video", action="store_true", help="render rainy clips with ground truth instead of pairs")
     video.add_argument(
-        "--clips", type=_positive_int, default=None, metavar="N", help="number of clips (default: one per photo)"
+        "--clips", type=positive_int, default=None, metavar="N", help="number of clips (default: one per photo)"
     )
     video.add_argument(
-        "--frames", type=_positive_int, default=None, metavar="N", help=f"frames per clip (default: {DEFAULT_FRAMES})"
+        "--frames", type=positive_int, default=None, metavar="N", help=f"frames per clip (default: {DEFAULT_FRAMES})"
     )
     video.add_argument(
         "--size",
