@@ -96,6 +96,25 @@ class BuildReport:
             parts.append(f"ignored {len(self.ignored)} non-image files")
         return ", ".join(parts) + f" -> {self.out_dir}"
 
+    def read_source(self, path: Path, log: Callable[[str], None], item: str | None = None) -> torch.Tensor | None:
+        """Read the source photo ``path`` (:func:`~sapnet.data.read_image`), noting each conversion applied
+        (``notes``, by file name) and logging it; ``None`` when it cannot be read, recorded in ``failed`` under
+        ``item`` (default: the file name) and logged."""
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ImageConversionWarning)
+                image = read_image(path)
+        except ImageReadError as e:
+            reason = " ".join(str(e).split())
+            self.failed.append((item or path.name, reason))
+            log(f"failed: {item}: {reason}" if item else f"failed: {reason}")
+            return None
+        for caught_warning in caught:
+            if issubclass(caught_warning.category, ImageConversionWarning):
+                self.notes.append((path.name, str(caught_warning.message)))
+                log(f"note: {caught_warning.message}")
+        return image
+
 
 def check_folders(src: Path, out: Path) -> None:
     """Raise :class:`BuildError` when the output folder ``out`` overlaps the input folder ``src`` (equal, inside or
@@ -293,19 +312,9 @@ def _build_one(
     if all(_done(out, n) for n in names):  # do not even decode the photo
         report.skipped.extend(names)
         return
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ImageConversionWarning)
-            image = read_image(path)
-    except ImageReadError as e:
-        reason = " ".join(str(e).split())
-        report.failed.append((path.name, reason))
-        log(f"failed: {reason}")
+    image = report.read_source(path, log)
+    if image is None:
         return
-    for caught_warning in caught:
-        if issubclass(caught_warning.category, ImageConversionWarning):
-            report.notes.append((path.name, str(caught_warning.message)))
-            log(f"note: {caught_warning.message}")
     h, w = image.shape[-2:]
     if min(h, w) < min_size:
         reason = f"{w}x{h} pixels, smaller than the minimum {min_size}x{min_size}"

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import shutil
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -47,7 +46,7 @@ from sapnet.data.builder import (
     write_manifest,
 )
 from sapnet.data.datasets import find_images
-from sapnet.data.image import ImageConversionWarning, ImageReadError, quantize_8bit, read_image, write_image
+from sapnet.data.image import quantize_8bit, write_image
 from sapnet.data.synthesis import RainParams, rain_preset, synthesize_rain
 from sapnet.video.io import frame_name
 
@@ -745,19 +744,9 @@ def _build_clip(
     if _clip_complete(dest, frames):  # do not even decode the photo
         report.skipped.append(name)
         return
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ImageConversionWarning)
-            photo = read_image(photo_path)
-    except ImageReadError as e:
-        reason = " ".join(str(e).split())
-        report.failed.append((name, reason))
-        log(f"failed: {name}: {reason}")
+    photo = report.read_source(photo_path, log, item=name)
+    if photo is None:
         return
-    for caught_warning in caught:
-        if issubclass(caught_warning.category, ImageConversionWarning):
-            report.notes.append((photo_path.name, str(caught_warning.message)))
-            log(f"note: {caught_warning.message}")
     cseed = clip_seed(seed, name)
     path = camera_path(kind, frames, seed=cseed)
     try:
