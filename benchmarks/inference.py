@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import resource
 import statistics
 import subprocess
@@ -181,7 +180,7 @@ def tile_sweep(threads: int, tiles: list[int]) -> None:
     print("|---|---|---|---|---|")
     ref = outputs[0]
     for tile in [*tiles, 0]:
-        close = 10 * math.log10(1 / max(float(((outputs[tile] - ref) ** 2).mean()), 1e-20))
+        close = float(psnr(outputs[tile], ref, channel="rgb"))
         ratio = seconds[tile] / seconds[tiles[0]]
         per_mp = seconds[tile] / megapixels
         print(f"| {tile or 'whole'} | {seconds[tile]:.1f} | {per_mp:.2f} | {ratio:.2f}x | {close:.1f} dB |")

@@ -38,6 +38,7 @@ import torch
 import sapnet
 from sapnet.evaluation.grid import comparison_grid
 from sapnet.evaluation.methods import Method
+from sapnet.evaluation.tables import markdown_table
 from sapnet.evaluation.video import VideoEvaluationResult, evaluate_video, find_clips
 from sapnet.video import MODES, VideoDerainer, build_video_set, read_frames
 
@@ -70,12 +71,6 @@ class Target:
         ]
 
 
-def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def row_values(result: VideoEvaluationResult, method: str, mode: str = "") -> dict[str, float]:
     for row in result.rows:
         if row.method == method and row.mode == mode:
@@ -99,7 +94,7 @@ def per_kind_table(per_frame: Path, metrics: Sequence[str]) -> tuple[str, dict[t
     for (kind, method, mode), values in sorted(means.items()):
         label = f"{method} ({mode})" if mode else method
         rows.append([kind, label, *[f"{values[m]:.4g}" if m in values else "-" for m in metrics]])
-    return markdown(["camera", "method", *metrics], rows), means
+    return markdown_table(["camera", "method", *metrics], rows), means
 
 
 def time_strip(clip_rain: Path, model: torch.nn.Module, out: Path, frames: int = 4, window: int = 5) -> None:
@@ -223,7 +218,7 @@ def main() -> None:
         first = find_clips(args.real)[0]
         time_strip(first.rain, model, args.out / "real" / "time_strip.png", window=args.window)
 
-    table = markdown(["target", "measured", "baseline", "change", "needed", "result"], [t.row() for t in targets])
+    table = markdown_table(["target", "measured", "baseline", "change", "needed", "result"], [t.row() for t in targets])
     report += [
         "",
         "### Targets (issue 13, item 7)",
