@@ -4,8 +4,9 @@
 
 Reads the run's ``val.csv`` (held-out scores before training and after every epoch), ``log.csv`` (training
 losses) and ``pseudo_labels/bank.json`` (where the labels came from) and prints, as Markdown: per validation,
-the held-out means with their ratio to the starting weights' (row 0), the mean training losses of the epoch
-and which checkpoint ``best.pt`` holds; then the labels' sources. No network is run: the figures are the run's.
+the held-out means with their ratio to the starting weights' (row 0), the paired validation PSNR / SSIM if
+the run had ``data.val``, the mean training losses of the epoch and which checkpoint ``best.pt`` holds; then
+the labels' sources. No network is run: the figures are the run's.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     start = {k: float(val[0][k]) for k in [*metrics, "real_score"]}
     best = min(range(len(val)), key=lambda i: float(val[i]["real_score"]))
     names = [m.removeprefix("real_").upper() for m in metrics]
-    head = ["epoch", "step", *(f"{n} (x start)" for n in names), "score", *(f"train {k}" for k in losses), ""]
+    paired = [k for k in ("psnr", "ssim") if k in val[0]]
+    head = ["epoch", "step", *(f"{n} (x start)" for n in names), "score", *(f"val {k.upper()}" for k in paired),
+            *(f"train {k}" for k in losses), ""]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for i, row in enumerate(val):
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = [row["epoch"], row["step"]]
         cells += [f"{float(row[m]):.3f} ({float(row[m]) / start[m]:.3f})" for m in metrics]
         cells.append(f"{float(row['real_score']):.4f}")
+        cells += [f"{float(row[k]):.{2 if k == 'psnr' else 4}f}" for k in paired]
         cells += [f"{statistics.fmean(float(r[k]) for r in in_epoch):.4f}" if in_epoch else "" for k in losses]
         cells.append("best.pt" if i == best else "")
         print("| " + " | ".join(cells) + " |")

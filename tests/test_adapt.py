@@ -20,7 +20,7 @@ from sapnet.cli.main import main
 from sapnet.data import DatasetError, DatasetNotFoundError, UnknownPresetError, fit_max_side, read_image, write_image
 from sapnet.hub import RandomWeightsWarning, file_sha256
 from sapnet.metrics import METRICS, ImageMetric, MetricSpec
-from sapnet.models import load_training_state
+from sapnet.models import keep_unchanged, load_training_state
 from sapnet.models.hub import WeightsError, download_weights
 from sapnet.models.registry import WEIGHTS, WeightsEntry
 from sapnet.training import ConfigError, PseudoLabelWarning, TrainConfig, Trainer
@@ -139,6 +139,8 @@ def test_fit_max_side_keeps_aspect_and_range() -> None:
         ("real.update_every", 0, "update_every must be >= 1"),
         ("real.max_side", 10, "max_side must be >= data.patch"),
         ("real.pseudo", -1.0, "weights must be >= 0"),
+        ("real.keep", [0.0], "keep thresholds must be in"),
+        ("real.keep", [1.5], "keep thresholds must be in"),
     ],
 )
 def test_config_refuses_bad_real_settings(key: str, value: Any, match: str) -> None:
@@ -163,6 +165,16 @@ def test_packaged_adapt_config_is_the_repository_one() -> None:
     cfg = TrainConfig.from_yaml(ADAPT_CONFIG)
     assert cfg.real.enabled and cfg.data.clean is not None and cfg.model.pretrained
     assert "rain100" not in cfg.data.clean.lower()  # never the Rain100L / Rain100H test backgrounds
+
+
+def test_candidates_with_kept_input_variants(data: Path) -> None:
+    cfg = _config(data, keep=[0.02, 0.04], student=True, flip=False)
+    adaptation = RealAdaptation(cfg, data / "run", torch.device("cpu"), lambda _: None)
+    student = sapnet.create_model("prenet", stages=2, channels=8)
+    pool = adaptation.candidates(student)
+    assert list(pool) == ["student", "student+keep0.02", "student+keep0.04"]
+    x = _photo(3, 40, 48)
+    assert torch.equal(pool["student+keep0.02"](x), keep_unchanged(x, pool["student"](x), 0.02))
 
 
 # ------------------------------------------------------------------------------------------- the training run

@@ -433,11 +433,14 @@ def test_read_name_list_errors(tmp_path: Path, text: str, error: str) -> None:
 
 
 def test_the_committed_sirr_split(shared_dir: Path) -> None:
-    """30 held out + 117 for adaptation: disjoint, together every SIRR photo."""
+    """30 held out + 117 for adaptation (97 trained on + 20 choosing best.pt): disjoint, together every SIRR photo."""
     root = Path(__file__).resolve().parents[1] / "datasets" / "splits"
     held = sapnet.data.read_name_list(root / "sirr_real_heldout.txt")
     adapt = sapnet.data.read_name_list(root / "sirr_real_adapt.txt")
     assert len(held) == 30 and len(adapt) == 117 and not set(held) & set(adapt)
+    train = sapnet.data.read_name_list(root / "sirr_real_train.txt")
+    select = sapnet.data.read_name_list(root / "sirr_real_select.txt")
+    assert len(train) == 97 and len(select) == 20 and sorted(train + select) == sorted(adapt)
     folder = shared_dir / "data" / "SIRR_real" / "rain"
     if folder.is_dir():
         assert sorted(held + adapt) == sorted(p.name for p in sapnet.data.list_images(folder))

@@ -306,6 +306,8 @@ def test_topology_options(key: str, x: torch.Tensor) -> None:
         {"cell_position": "middle"},
         {"stage_input": "both"},
         {"shared_block": True, "dilations": (1, 2)},
+        {"keep_input": 0.0},
+        {"keep_input": 1.0},
     ],
     ids=lambda o: ",".join(f"{k}={v!r}" for k, v in o.items()),
 )
@@ -330,8 +332,9 @@ def test_create_model_unknown_override() -> None:
         DerainNetConfig(
             stages=3, channels=16, dilations=(1, 3), attention=True, recurrent="gru", attention_reduction=4
         ),
+        DerainNetConfig(stages=2, keep_input=0.02),
     ],
-    ids=["sapnet", "prenet", "prenet_real", "custom"],
+    ids=["sapnet", "prenet", "prenet_real", "custom", "keep_input"],
 )
 def test_config_dict_round_trip(config: DerainNetConfig) -> None:
     d = config.to_dict()
@@ -387,6 +390,26 @@ def test_jit_trace_with_default_arguments(arch: str, channels: int, channels_las
         other = other.contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(traced(other), net(other), rtol=1e-5, atol=1e-5)
     assert "PythonOp" not in str(traced.inlined_graph)  # plain convolutions, no Python autograd function
+
+
+@pytest.mark.parametrize("quantile", [0.25, 0.75])
+def test_keep_input_returns_the_input_where_the_network_changed_it_little(quantile: float) -> None:
+    torch.manual_seed(0)
+    plain = create_model("prenet", stages=2, channels=8).eval()
+    x = torch.rand(2, 3, 12, 16)
+    with torch.no_grad():
+        raw, stages = plain(x, return_stages=True)
+    change = (x - raw).abs().amax(dim=1, keepdim=True)
+    threshold = float(change.quantile(quantile))  # a random network: some pixels changed little, some much
+    keeping = create_model("prenet", stages=2, channels=8, keep_input=threshold).eval()
+    keeping.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        out, kept_stages = keeping(x, return_stages=True)
+    assert torch.equal(out, torch.where(change <= threshold, x, raw)) and torch.equal(kept_stages[-1], out)
+    assert torch.equal(kept_stages[0], stages[0])  # only the final estimate is changed
+    assert "keep_input=" in repr(keeping) and "keep_input" not in repr(plain)
+    (grad,) = torch.autograd.grad(keeping(x).sum(), [keeping.output_conv.weight])  # trainable through it
+    assert grad.abs().sum() > 0
 
 
 def test_onnx_export_runs_in_onnxruntime(tmp_path: Path, ort: Any) -> None:

@@ -128,6 +128,19 @@ def test_static_export_takes_its_shape_only(ort: Any, net: sapnet.DerainNet, tmp
         sapnet.derain(torch.rand(3, 20, 30), report.path, backend="onnxruntime", tile=0)
 
 
+def test_keep_input_is_exported(ort: Any, net: sapnet.DerainNet, tmp_path: Path) -> None:
+    x = torch.rand(1, 3, 20, 28)
+    threshold = float((x - reference(net, x)).abs().amax(dim=1).median())  # about half the pixels kept
+    keeping = sapnet.create_model("sapnet", stages=2, channels=8, keep_input=threshold).eval()
+    keeping.load_state_dict(net.state_dict())
+    report = export_onnx(keeping, tmp_path / "keep.onnx", size=(20, 28))
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4
+    assert read_metadata(report.path)["config"].count("keep_input") == 1
+    out = run_file(report.path, x)
+    torch.testing.assert_close(out, reference(keeping, x), rtol=0, atol=1e-4)
+    assert int((out == x).all(dim=1).sum()) > 0.3 * 20 * 28  # the input's own pixels came through
+
+
 def test_graph_rewrites_leave_no_weight_slices_nor_reduce_means(exported: tuple[Path, str]) -> None:
     import onnx
 

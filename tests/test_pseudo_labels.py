@@ -15,6 +15,7 @@ from PIL import Image
 import sapnet
 from sapnet.data import DatasetError, DatasetNotFoundError, quantize_8bit, read_image, write_image
 from sapnet.metrics import METRICS, ImageMetric, MetricSpec
+from sapnet.models import keep_unchanged
 from sapnet.training import (
     INPUT,
     PseudoLabelBank,
@@ -22,12 +23,14 @@ from sapnet.training import (
     PseudoLabelWarning,
     PseudoPairs,
     hflip_average,
+    kept_input,
     mean_ranks,
     model_teacher,
     pseudo_label_loss,
     rank_order,
     registry_teachers,
     with_hflip_averages,
+    with_kept_input,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -356,6 +359,54 @@ def test_hflip_average() -> None:
     assert torch.allclose(hflip_average(lambda y: y)(x), x)
     both = with_hflip_averages({"t": lopsided})
     assert list(both) == ["t", "t+hflip"] and torch.allclose(both["t+hflip"](x), out)
+
+
+@pytest.mark.parametrize("threshold", [0.01, 0.02, 0.1])
+def test_keep_unchanged_puts_back_only_pixels_changed_little(threshold: float) -> None:
+    g = torch.Generator().manual_seed(0)
+    rainy = torch.rand(2, 3, 6, 8, generator=g)
+    change = (torch.rand(2, 1, 6, 8, generator=g) - 0.5) * 4 * threshold  # some within, some beyond
+    restored = (rainy - change * torch.tensor([1.0, 0.5, 0.25]).view(3, 1, 1)).clamp(0, 1)
+    out = keep_unchanged(rainy, restored, threshold)
+    little = (rainy - restored).abs().amax(dim=1, keepdim=True) <= threshold
+    assert 0 < int(little.sum()) < little.numel()  # both cases occur
+    assert torch.equal(out, torch.where(little, rainy, restored))
+    assert out.dtype == restored.dtype and out.shape == restored.shape
+
+
+def test_keep_unchanged_masks_by_the_largest_channel_change() -> None:
+    rainy = torch.full((3, 1, 1), 0.5)
+    restored = torch.tensor([0.5, 0.5, 0.45]).view(3, 1, 1)  # only blue changed, by 0.05
+    assert torch.equal(keep_unchanged(rainy, restored, 0.02), restored)
+    assert torch.equal(keep_unchanged(rainy, restored, 0.06), rainy)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, -0.1])
+def test_keep_unchanged_refuses_bad_thresholds(threshold: float) -> None:
+    x = torch.rand(3, 4, 4)
+    with pytest.raises(ValueError, match="outside"):
+        keep_unchanged(x, x, threshold)
+    with pytest.raises(ValueError, match="outside"):
+        kept_input(lambda y: y, threshold)
+    with pytest.raises(ValueError, match="differ"):
+        keep_unchanged(x, x[:, :2], 0.02)
+
+
+def test_kept_input_variants_share_their_teachers_pass() -> None:
+    calls: list[int] = []
+
+    def darker(y: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return y - 0.005 - 0.01 * torch.arange(y.shape[-1]).float()  # changed by 0.005, 0.015, ...
+
+    x = torch.rand(3, 4, 6)
+    pool = with_kept_input({"t": darker}, [0.02, 0.04])
+    assert list(pool) == ["t", "t+keep0.02", "t+keep0.04"]
+    outs = [f(x) for f in pool.values()]
+    assert len(calls) == 1  # one network pass for all three
+    assert torch.equal(outs[1], keep_unchanged(x, outs[0], 0.02))
+    assert torch.equal(outs[2][..., :4], x[..., :4]) and torch.equal(outs[2][..., 4:], outs[0][..., 4:])
+    assert list(with_kept_input({"t": darker}, [])) == ["t"]
 
 
 def test_model_teachers_restore_the_mode_and_load_by_name(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from sapnet.models.checkpoint import (
     save_training_state,
     unwrap_model,
 )
-from sapnet.models.derain_net import DerainNet, DerainNetConfig
+from sapnet.models.derain_net import DerainNet, DerainNetConfig, keep_unchanged
 from sapnet.models.factory import create_model, load_model
 from sapnet.models.hub import WeightsError, WeightsHashError, cache_dir, download_weights, weights_file
 from sapnet.models.registry import (
@@ -47,6 +47,7 @@ __all__ = [
     "create_model",
     "download_weights",
     "get_weights",
+    "keep_unchanged",
     "list_models",
     "load_checkpoint",
     "load_model",

@@ -165,6 +165,7 @@ class WeightsEntry:
         architecture: the network (an :data:`ARCHITECTURES` name) when it is not the name's ``arch`` part.
         bundled: weights trained by us and shipped in the repository's ``checkpoints/`` folder (``url`` empty:
             they are found there, in a mirror folder or in the cache, never downloaded).
+        keep_input: the network's :attr:`DerainNetConfig.keep_input` (``None`` for every published file).
     """
 
     name: str
@@ -180,6 +181,7 @@ class WeightsEntry:
     notes: str = ""
     architecture: str = ""
     bundled: bool = False
+    keep_input: float | None = None
 
     @property
     def arch(self) -> str:
@@ -198,7 +200,7 @@ class WeightsEntry:
     @property
     def config(self) -> DerainNetConfig:
         """The network these weights belong to."""
-        return replace(ARCHITECTURES[self.network].config, stages=self.stages)
+        return replace(ARCHITECTURES[self.network].config, stages=self.stages, keep_input=self.keep_input)
 
     @property
     def filename(self) -> str:

@@ -25,12 +25,14 @@ from sapnet.training.pseudo_labels import (
     Teacher,
     UpdateSummary,
     hflip_average,
+    kept_input,
     mean_ranks,
     model_teacher,
     pseudo_label_loss,
     rank_order,
     registry_teachers,
     with_hflip_averages,
+    with_kept_input,
 )
 from sapnet.training.state import get_rng_state, set_rng_state
 from sapnet.training.trainer import DivergedError, Trainer, TrainResult
@@ -63,6 +65,7 @@ __all__ = [
     "WeightEMA",
     "get_rng_state",
     "hflip_average",
+    "kept_input",
     "mean_ranks",
     "model_teacher",
     "plot_curves",
@@ -72,4 +75,5 @@ __all__ = [
     "set_rng_state",
     "truncate_csv",
     "with_hflip_averages",
+    "with_kept_input",
 ]

@@ -39,6 +39,7 @@ from sapnet.training.pseudo_labels import (
     read_rgb,
     registry_teachers,
     with_hflip_averages,
+    with_kept_input,
 )
 
 __all__ = ["REAL_TERMS", "RealAdaptation"]
@@ -170,7 +171,9 @@ class RealAdaptation:
 
     def candidates(self, student: nn.Module) -> dict[str, Teacher]:
         """This update's candidates: at the first update the teachers (loaded now, dropped after), then the
-        student (``student`` as it is now, e.g. the EMA weights), each with its flip average if ``real.flip``."""
+        student (``student`` as it is now, e.g. the EMA weights), each with its flip average if ``real.flip``, then
+        each of those with the rainy photo's pixels kept where it changed them little, per ``real.keep``
+        threshold (:func:`~sapnet.training.with_kept_input`)."""
         r = self.settings
         out: dict[str, Teacher] = {}
         if self.bank.updates == 0 and r.teachers:
@@ -178,7 +181,7 @@ class RealAdaptation:
         if r.student:
             own = {"student": model_teacher(student, device=self.device, tile=r.tile)}
             out.update(with_hflip_averages(own) if r.flip else own)
-        return out
+        return with_kept_input(out, r.keep)
 
     def update(self, student: nn.Module, epoch: int, *, progress: bool = False) -> None:
         """Update the bank with :meth:`candidates` and make this epoch's real patches from its labels."""

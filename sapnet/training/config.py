@@ -234,13 +234,16 @@ class RealConfig:
     Attributes:
         photos: the folder of real rainy photos (e.g. ``../shared/data/SIRR_real/rain``).
         images: a name list (:func:`sapnet.data.read_name_list`) of the photos to adapt on (``None``: all but
-            ``heldout``'s), e.g. ``datasets/splits/sirr_real_adapt.txt``.
+            ``heldout``'s), e.g. ``datasets/splits/sirr_real_train.txt``.
         heldout: a name list of photos never trained on, scored after every validation to choose ``best.pt``
-            (``None``: ``best.pt`` follows the paired validation PSNR, if any).
+            (``None``: ``best.pt`` follows the paired validation PSNR, if any), e.g.
+            ``datasets/splits/sirr_real_select.txt``; keep evaluation photos out of it.
         teachers: registry checkpoints (or checkpoint paths) whose restorations are candidates at the first
             update (they do not change, so later updates rank only the student's).
         student: the network being trained is a candidate at every update.
         flip: each candidate also with its horizontal-flip average.
+        keep: thresholds in (0, 1): each candidate also with the rainy photo's own pixels kept wherever it
+            changed no channel by more than the threshold (:func:`~sapnet.training.keep_unchanged`).
         metrics: the no-reference metrics ranking the candidates (mean rank; the first breaks ties).
         select_metrics: the metrics of the held-out score (mean over them of model / rainy-input means; lower is
             better); ``None``: ``metrics``.
@@ -262,6 +265,7 @@ class RealConfig:
     teachers: list[str] = field(default_factory=list)
     student: bool = True
     flip: bool = True
+    keep: list[float] = field(default_factory=list)
     metrics: list[str] = field(default_factory=lambda: ["brisque", "niqe"])
     select_metrics: list[str] | None = None
     batch_size: int = 4
@@ -432,6 +436,7 @@ class TrainConfig:
                 "real.max_side must be >= data.patch",
             ),
             (len(self.real.metrics) >= 1, "real.metrics must name at least one metric"),
+            (all(0 < t < 1 for t in self.real.keep), "real.keep thresholds must be in (0, 1)"),
             (self.real.student or bool(self.real.teachers), "real: no candidates (no teachers and student off)"),
             (
                 min(self.real.pseudo, self.real.pseudo_l1, self.real.ubs, self.real.contrastive) >= 0,

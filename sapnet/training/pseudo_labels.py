@@ -2,14 +2,16 @@
 
 Semi-supervised adaptation in the manner of Xu et al., "Towards Real-World Adverse Weather Image Restoration"
 (ECCV 2024): each real photo gets candidate restorations (teacher networks, the student as it trains, their
-horizontal-flip averages); no-reference IQA metrics rank them, the best becomes the photo's pseudo-label, and a
+horizontal-flip averages, each with the rainy photo's own pixels kept where it changed them little); no-reference
+IQA metrics rank them, the best becomes the photo's pseudo-label, and a
 label is replaced at a later update only when a new candidate ranks strictly better than it.
 
 * :class:`PseudoLabelBank`: the real photos, their current labels (8-bit PNG files in a store folder) and the
   labels' per-metric scores; :meth:`~PseudoLabelBank.update` once per epoch; :meth:`~PseudoLabelBank.state_dict`
   / :meth:`~PseudoLabelBank.load_state_dict` (plain types) so a training checkpoint carries it.
 * Candidates (:data:`Teacher`: a function image -> image): :func:`model_teacher`, :func:`registry_teachers`,
-  :func:`hflip_average`, :func:`with_hflip_averages`.
+  :func:`hflip_average`, :func:`with_hflip_averages`, :func:`kept_input`, :func:`with_kept_input`
+  (:func:`sapnet.models.keep_unchanged`).
 * The ranking: :func:`mean_ranks`, :func:`rank_order`.
 * Training on the labels: :class:`PseudoPairs` (random paired patches), :func:`pseudo_label_loss` /
   :class:`PseudoLabelLoss` (SSIM + L1).
@@ -49,7 +51,7 @@ from sapnet.files import atomic_write
 from sapnet.inference import derain
 from sapnet.losses import ssim_loss
 from sapnet.metrics import METRICS, ImageMetric
-from sapnet.models import load_model
+from sapnet.models import keep_unchanged, load_model
 from sapnet.training.data import random_patch
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "Teacher",
     "UpdateSummary",
     "hflip_average",
+    "kept_input",
     "mean_ranks",
     "model_teacher",
     "pseudo_label_loss",
@@ -70,6 +73,7 @@ __all__ = [
     "read_rgb",
     "registry_teachers",
     "with_hflip_averages",
+    "with_kept_input",
 ]
 
 Teacher = Callable[[torch.Tensor], torch.Tensor]
@@ -206,6 +210,30 @@ def with_hflip_averages(teachers: Mapping[str, Teacher]) -> dict[str, Teacher]:
     shared = {name: _reuse_last(t) for name, t in teachers.items()}
     out = dict(shared)
     out.update({f"{name}+hflip": hflip_average(t) for name, t in shared.items()})
+    return out
+
+
+def kept_input(teacher: Teacher, threshold: float) -> Teacher:
+    """``teacher`` followed by :func:`~sapnet.models.keep_unchanged` with ``threshold`` (the rainy photo's pixels
+    put back where the teacher changed them by at most ``threshold``)."""
+    if not 0 < threshold < 1:
+        raise ValueError(f"kept_input: threshold {threshold} is outside (0, 1)")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return keep_unchanged(x, teacher(x), threshold)
+
+    return run
+
+
+def with_kept_input(teachers: Mapping[str, Teacher], thresholds: Sequence[float]) -> dict[str, Teacher]:
+    """``teachers`` and, after them, each one's :func:`kept_input` for each threshold, named
+    ``"<name>+keep<threshold>"`` (e.g. ``"student+keep0.02"``); the variants share their teacher's pass, so they
+    cost a metric score each, not a network pass."""
+    if not thresholds:
+        return dict(teachers)
+    shared = {name: _reuse_last(t) for name, t in teachers.items()}
+    out = dict(shared)
+    out.update({f"{name}+keep{t:g}": kept_input(shared[name], t) for name in teachers for t in thresholds})
     return out
 
 
