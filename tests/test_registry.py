@@ -78,7 +78,7 @@ def test_names_and_listing() -> None:
     assert {"sapnet", "prenet", "prenet_r", "prn", "prn_r", "prenet_lstm", "prenet_gru", "prenet_x"} <= set(archs)
     assert sapnet.list_models is list_models
     pretrained = list_models(pretrained=True)
-    assert len(pretrained) == len(WEIGHTS) == len(PUBLISHED) == 21  # the published files (no bundled entry yet)
+    assert len(pretrained) == len(WEIGHTS) == 22 and len(PUBLISHED) == 21  # the published files and sapnet.real
     for name in ("sapnet.rain100h", "prenet.rain100h", "prenet.rain100l", "prenet.rain1400"):
         assert name in pretrained
     for arch in ("prenet_r", "prn", "prn_r"):
@@ -93,6 +93,22 @@ def test_names_and_listing() -> None:
             assert (hub.bundled_dir() / "README.md").read_text().count(entry.sha256) >= 1
         else:
             assert entry.arch in ARCHITECTURES and entry.url.startswith("https://github.com/") and "/raw/" in entry.url
+
+
+def test_our_sapnet_real_loads_from_checkpoints(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SAPNET_WEIGHTS_DIR", raising=False)  # not a mirror: the repository's checkpoints/ folder
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # nor the cache
+    entry = WEIGHTS["sapnet.real"]
+    model = sapnet.create_model("sapnet.real", pretrained=True)
+    assert not model.training and model.config == entry.config and model.config.keep_input == 0.02
+    assert model.config == dataclasses.replace(ARCHITECTURES["prenet"].config, keep_input=0.02)
+    assert sum(p.numel() for p in model.parameters()) == entry.params
+    assert file_sha256(hub.bundled_dir() / entry.filename) == entry.sha256
+    x = torch.rand(1, 3, 24, 32)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert sapnet.load_model("sapnet.real").config.keep_input == 0.02
 
 
 @pytest.mark.parametrize("name", ["prenet.rain100x", "prnet", "sapnet.rain100l"])

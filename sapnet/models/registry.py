@@ -424,9 +424,24 @@ WEIGHTS: dict[str, WeightsEntry] = {
             trained_on="real rainy images (not documented)",
             notes=_REAL,
         ),
+        WeightsEntry(
+            name="sapnet.real",
+            url="",
+            sha256="7dbd2b6a77bab7418d31ffe861596235fad89fa981daee7c6f2cc9d262f7d157",
+            bytes=688003,
+            license="MIT",
+            source="trained by the sapnet project (checkpoints/README.md: the model card)",
+            trained_on="prenet.rain100h adapted to 97 real SIRR photos (pseudo-labels) + light synthetic rain",
+            stages=6,
+            params=168963,
+            notes="ours, for real rain: PReNet weights with keep_input=0.02; shipped in checkpoints/, not downloaded",
+            architecture="prenet",
+            bundled=True,
+            keep_input=0.02,
+        ),
     )
 }
-"""Every published checkpoint by ``arch.tag`` name."""
+"""Every checkpoint by ``arch.tag`` name: the published ones and ours (``bundled``)."""
 
 DEFAULT_MODEL = "prenet.rain100h"
 """The weights :func:`sapnet.derain` and ``sapnet derain`` use when no model is given: among the two best of the
