@@ -39,7 +39,7 @@ def pretrained_table(names: list[str]) -> str:
     sources: list[str] = []
     rows = [
         "| name | params | trained on | Rain100L PSNR / SSIM (measured) | real photos BRISQUE (measured) | "
-        "published (authors' test set) | licence | cached |",
+        "published (authors' test set) | licence | cached |",  # ours are shipped in checkpoints/
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
@@ -56,7 +56,7 @@ def pretrained_table(names: list[str]) -> str:
         rows.append(
             f"| {name}{default} | {e.params:,} | {e.trained_on} | {rain100l} | "
             f"{score_cell(m.get('sirr_real', {}), 'brisque')} | {published} | {e.license} | "
-            f"{'yes' if cached_file(e).is_file() else 'no'} |"
+            f"{'shipped' if e.bundled else 'yes' if cached_file(e).is_file() else 'no'} |"
         )
     rows += ["", *(f"[{i}] {source}" for i, source in enumerate(sources, 1))] if sources else []
     return "\n".join(rows)
