@@ -26,10 +26,11 @@ def keep_unchanged(rainy: torch.Tensor, restored: torch.Tensor, threshold: float
 
     Rain adds bright streaks; where a derain network changed a pixel only a little, the pixel was most likely
     rain-free and the change is smoothing of the photo's texture, which no-reference metrics penalise and
-    synthetic benchmarks count as error. Measured with ``prenet.rain100h`` (2026-12-01): on Rain100L's 100 test
-    pairs threshold 0.02 raises Y-PSNR from 34.89 to 35.20 dB; on 20 adaptation photos of SIRR (at most 1024 px)
-    it lowers mean BRISQUE from 22.08 to 20.48 and NIQE from 3.632 to 3.460. At 0.08 it keeps faint rain
-    (Rain100L 33.71 dB).
+    synthetic benchmarks count as error. Measured with ``prenet.rain100h`` (``benchmarks/keep_input.py``,
+    2026-12-01): on Rain100L's 100 test pairs threshold 0.02 raises Y-PSNR from 34.89 to 35.20 dB but lowers
+    Y-SSIM from 0.9707 to 0.9650 (faint rain under the threshold is kept too); on the 20 SIRR photos that choose
+    ``best.pt`` in real-rain adaptation (at most 1024 px) it lowers mean BRISQUE from 22.08 to 20.48 and NIQE from
+    3.632 to 3.460. At 0.08 it keeps visible rain (Rain100L 33.71 dB).
 
     Args:
         rainy: (..., 3, H, W) float in [0, 1].

@@ -243,7 +243,7 @@ class RealConfig:
         student: the network being trained is a candidate at every update.
         flip: each candidate also with its horizontal-flip average.
         keep: thresholds in (0, 1): each candidate also with the rainy photo's own pixels kept wherever it
-            changed no channel by more than the threshold (:func:`~sapnet.training.keep_unchanged`).
+            changed no channel by more than the threshold (:func:`~sapnet.models.keep_unchanged`).
         metrics: the no-reference metrics ranking the candidates (mean rank; the first breaks ties).
         select_metrics: the metrics of the held-out score (mean over them of model / rainy-input means; lower is
             better); ``None``: ``metrics``.
